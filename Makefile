@@ -1,0 +1,51 @@
+# mmguard — the two README commands: `make demo` and `make test`.
+# Both create or reuse .venv/ in the repo root. torch is pinned to the CPU wheel 2.13.0.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.mmguard-installed
+DEMO_OUT ?= demo_out
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test lint venv sysdeps bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+venv: sysdeps $(STAMP)
+
+# Offscreen rendering (MuJoCo digital twin) needs EGL/GL/OSMesa. Installed when missing and
+# we are root; otherwise the one-line apt-get command is printed.
+sysdeps:
+	@missing=""; for p in libegl1 libgl1 libosmesa6; do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "note: offscreen rendering needs:$$missing (no apt-get here; install them with your package manager)"; \
+	  elif [ "$$(id -u)" = "0" ]; then \
+	    echo "installing system packages:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "warning: could not install$$missing; offscreen rendering will be unavailable"; \
+	  else echo "run: sudo apt-get install -y$$missing"; fi; \
+	fi
+
+demo: venv
+	$(VENV)/bin/mmguard demo --out $(DEMO_OUT)
+
+test: venv
+	MMGUARD_DATA_DIR=$${MMGUARD_DATA_DIR:-$(abspath ../shared/data)} \
+	  $(PY) -m pytest -q -n $(PYTEST_WORKERS) -p no:cacheprovider
+
+lint: venv
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: venv
+	$(PY) benchmarks/bench_emma_throughput.py
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache

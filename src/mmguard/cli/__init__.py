@@ -1,0 +1,1 @@
+"""The ``mmguard`` command line (Typer)."""

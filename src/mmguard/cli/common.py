@@ -1,0 +1,24 @@
+"""Helpers shared by CLI commands: error reporting, JSON output, seeds, progress."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+
+from mmguard.errors import MMGuardError
+from mmguard.io.checkpoint import _jsonable
+
+SEED_OPTION = typer.Option(0, "--seed", help="Seed for every stochastic step (same seed, same numbers).")
+JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of text.")
+
+
+def fail(message: str) -> None:
+    """Raise the one-line user error the entrypoint prints before exiting with code 2."""
+    raise MMGuardError(message)
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(_jsonable(obj), indent=2) + "\n")

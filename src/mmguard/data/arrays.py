@@ -1,0 +1,243 @@
+"""Bring-your-own array data: NPZ or HDF5 files with one array per modality.
+
+Layout (the same for both formats):
+
+* one numeric array per modality, shape (N, ...): the per-sample shape decides the kind —
+  one trailing dim → ``vector``, two → ``timeseries`` (T, D), three → ``image`` (C, H, W); a
+  1-D array (N,) is one scalar feature per sample, i.e. a vector of size 1;
+* optional ``target`` (another key via ``target_key``): (N,) labels or (N,)/(N, K) regression
+  values, encoded by :func:`mmguard.data.targets.encode_target`;
+* optional metadata ``meta/episode``, ``meta/t`` (any ``meta/<name>``), each of shape (N,):
+  in NPZ a key literally named ``meta/episode``, in HDF5 a dataset ``episode`` in group ``meta``.
+
+HDF5 datasets may carry an attribute ``kind`` (``vector``/``timeseries``/``image``) that must
+agree with the shape, and ``channels`` (a list of names). Modality order is the order of the
+file (NPZ: insertion order; HDF5: creation order when the file tracks it, else alphabetical).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmguard.data._io import atomic_write, require_file
+from mmguard.data.model import MultimodalBatch, infer_spec
+from mmguard.data.targets import encode_target
+from mmguard.errors import DataError, SpecError
+
+META_PREFIX = "meta/"
+NPZ_SUFFIXES = (".npz",)
+H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+
+
+def _format_of(path: Path, fmt: str | None) -> str:
+    if fmt is not None:
+        if fmt not in ("npz", "h5"):
+            raise SpecError(f"unknown array format {fmt!r}; known: ['npz', 'h5']")
+        return fmt
+    suffix = path.suffix.lower()
+    if suffix in NPZ_SUFFIXES:
+        return "npz"
+    if suffix in H5_SUFFIXES:
+        return "h5"
+    raise DataError(f"cannot tell the format of {str(path)!r} from its suffix {suffix!r}; "
+                    "use npz:PATH or h5:PATH")
+
+
+def _attr_str(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, tuple[str, ...]]]:
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"cannot read NPZ {str(path)!r}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise DataError(f"{str(path)!r} holds a single array, not an NPZ archive of named arrays")
+    arrays = {}
+    with z:
+        for key in z.files:
+            try:
+                arrays[key] = z[key]
+            except ValueError:
+                raise DataError(f"{str(path)!r}: array {key!r} holds Python objects, "
+                                "which are never loaded") from None
+    return arrays, {}, {}
+
+
+def _read_h5(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, tuple[str, ...]]]:
+    import h5py
+
+    arrays: dict[str, np.ndarray] = {}
+    kinds: dict[str, str] = {}
+    channels: dict[str, tuple[str, ...]] = {}
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(f"cannot read HDF5 {str(path)!r}: {str(exc).splitlines()[0]}") from None
+    with f:
+        for key, obj in f.items():
+            if isinstance(obj, h5py.Group):
+                if key != "meta":
+                    raise DataError(f"{str(path)!r}: unexpected group {key!r}; only 'meta' may be a group")
+                for mkey, mobj in obj.items():
+                    if not isinstance(mobj, h5py.Dataset):
+                        raise DataError(f"{str(path)!r}: 'meta/{mkey}' must be a dataset")
+                    arrays[META_PREFIX + mkey] = mobj[()]
+                continue
+            arrays[key] = obj[()]
+            if "kind" in obj.attrs:
+                kinds[key] = _attr_str(obj.attrs["kind"])
+            if "channels" in obj.attrs:
+                channels[key] = tuple(_attr_str(c) for c in np.atleast_1d(obj.attrs["channels"]))
+    return arrays, kinds, channels
+
+
+def _first_nonfinite(x: np.ndarray) -> int | None:
+    if x.dtype.kind != "f":
+        return None
+    bad = ~np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1)
+    return int(np.flatnonzero(bad)[0]) if bad.any() else None
+
+
+def arrays_to_batch(
+    arrays: Mapping[str, np.ndarray],
+    *,
+    target_key: str | None = "target",
+    kinds: Mapping[str, str] | None = None,
+    channels: Mapping[str, tuple[str, ...]] | None = None,
+    task: str | None = None,
+    where: str = "arrays",
+) -> MultimodalBatch:
+    """Validate named arrays (layout of the module docstring) and build a batch."""
+    arrays = dict(arrays)
+    kinds, channels = dict(kinds or {}), dict(channels or {})
+    raw_target = None
+    if target_key is not None:
+        if target_key in arrays:
+            raw_target = arrays.pop(target_key)
+        elif target_key != "target":
+            raise DataError(f"{where}: target array {target_key!r} not found; arrays: {sorted(arrays)}")
+    meta_raw = {k[len(META_PREFIX):]: arrays.pop(k) for k in [k for k in arrays if k.startswith(META_PREFIX)]}
+    if not arrays:
+        raise DataError(f"{where}: no modality arrays found")
+    unknown = sorted(set(kinds) - set(arrays))
+    if unknown:
+        raise DataError(f"{where}: kind given for unknown modality {unknown[0]!r}; arrays: {sorted(arrays)}")
+
+    n = None
+    first = None
+    tensors: dict[str, torch.Tensor] = {}
+    specs = []
+    for name, x in arrays.items():
+        x = np.asarray(x)
+        if x.dtype.kind not in "biuf":
+            raise DataError(f"{where}: modality {name!r} must be numeric, got dtype {x.dtype}")
+        if x.ndim == 0:
+            raise DataError(f"{where}: modality {name!r} is a scalar, expected an (N, ...) array")
+        if x.ndim == 1:
+            x = x[:, None]
+        if n is None:
+            n, first = x.shape[0], name
+        elif x.shape[0] != n:
+            raise DataError(f"{where}: modality {name!r} has {x.shape[0]} samples but {first!r} has {n}")
+        bad = _first_nonfinite(x)
+        if bad is not None:
+            raise DataError(f"{where}: modality {name!r} contains NaN/Inf (first at sample {bad})")
+        try:
+            spec = infer_spec(name, x, kinds.get(name))
+            if name in channels:
+                spec = type(spec)(spec.name, spec.kind, spec.shape, channels=channels[name])
+        except (SpecError, ValueError) as exc:
+            raise DataError(f"{where}: {str(exc).splitlines()[0]}") from None
+        tensors[name] = torch.as_tensor(x, dtype=torch.float32)
+        specs.append(spec)
+
+    target = None
+    if raw_target is not None:
+        raw_target = np.asarray(raw_target)
+        if raw_target.ndim == 0 or raw_target.shape[0] != n:
+            got = "a scalar" if raw_target.ndim == 0 else f"{raw_target.shape[0]} entries"
+            raise DataError(f"{where}: target {target_key!r} has {got}, expected {n}")
+        target = encode_target(raw_target, task, where=f"{where}: target {target_key!r}").values
+    elif task is not None:
+        raise DataError(f"{where}: task {task!r} given but there is no target array {target_key!r}")
+
+    meta = {}
+    for key, v in meta_raw.items():
+        v = np.asarray(v)
+        if v.dtype.kind not in "biuf" or v.ndim != 1 or v.shape[0] != n:
+            raise DataError(f"{where}: meta {key!r} must be a numeric (N,) array with N={n}, "
+                            f"got {v.dtype} {v.shape}")
+        if _first_nonfinite(v) is not None:
+            raise DataError(f"{where}: meta {key!r} contains NaN/Inf (first at sample {_first_nonfinite(v)})")
+        integral = v.dtype.kind != "f" or np.all(v == np.round(v))
+        meta[key] = torch.as_tensor(v.astype(np.int64) if integral else v)
+    return MultimodalBatch(modalities=tensors, specs=tuple(specs), target=target, meta=meta)
+
+
+def load_arrays(
+    path: str | Path,
+    target_key: str | None = "target",
+    *,
+    kinds: Mapping[str, str] | None = None,
+    task: str | None = None,
+    fmt: str | None = None,
+) -> MultimodalBatch:
+    """An NPZ or HDF5 file (format from the suffix unless ``fmt``) as a :class:`MultimodalBatch`.
+
+    ``target_key`` names the target array; a missing ``"target"`` means unlabelled data, a
+    missing non-default key is an error, and None ignores targets. ``kinds`` overrides the
+    kind inferred from a modality's shape (HDF5 files may also say so in a ``kind`` attribute).
+    """
+    p = require_file(path, "array file")
+    fmt = _format_of(p, fmt)
+    arrays, file_kinds, channels = _read_npz(p) if fmt == "npz" else _read_h5(p)
+    return arrays_to_batch(arrays, target_key=target_key, kinds={**file_kinds, **dict(kinds or {})},
+                           channels=channels, task=task, where=str(p))
+
+
+def save_arrays(batch: MultimodalBatch, path: str | Path, *, fmt: str | None = None) -> Path:
+    """Write a batch's values, target and meta in the layout :func:`load_arrays` reads (atomically).
+
+    Fault annotations are not written: the files hold data, not experiment state. HDF5 files
+    record each modality's ``kind`` and ``channels`` as attributes and keep the modality order.
+    """
+    p = Path(path).expanduser()
+    fmt = _format_of(p, fmt)
+    for name in batch.names:
+        if name == "target" or name.startswith(META_PREFIX) or name == "meta":
+            raise DataError(f"modality name {name!r} clashes with the reserved array names")
+    arrays = {n: batch.modalities[n].detach().cpu().numpy() for n in batch.names}
+    if batch.target is not None:
+        arrays["target"] = batch.target.detach().cpu().numpy()
+    meta = {k: v.detach().cpu().numpy() for k, v in batch.meta.items()}
+
+    if fmt == "npz":
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays, **{META_PREFIX + k: v for k, v in meta.items()})
+    else:
+        import h5py
+
+        def write(tmp: str) -> None:
+            with h5py.File(tmp, "w", track_order=True) as f:
+                for key, value in arrays.items():
+                    ds = f.create_dataset(key, data=value)
+                    if key in batch.modalities:
+                        spec = batch.spec(key)
+                        ds.attrs["kind"] = spec.kind.value
+                        if spec.channels:
+                            ds.attrs["channels"] = list(spec.channels)
+                if meta:
+                    g = f.create_group("meta", track_order=True)
+                    for k, v in meta.items():
+                        g.create_dataset(k, data=v)
+
+    atomic_write(p, write)
+    return p

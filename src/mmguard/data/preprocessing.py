@@ -1,0 +1,81 @@
+"""Preprocessing fitted on the training split only and saved with every trained model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from mmguard.data.model import MultimodalBatch
+from mmguard.errors import CheckpointError, SpecError
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """Per-modality, per-feature z-scoring: x' = (x - mean) / std.
+
+    Statistics are fitted on the training split (thesis section 6.1: "the statistics ... are
+    computed from the training set instead of the entire dataset, and applied to the three
+    data subsets"). For images the statistics are per channel; for time series per channel
+    over time; for vectors per feature. A feature with zero spread gets std 1 (so it is only
+    centred) — decided so constant sensors never produce Inf.
+    """
+
+    mean: dict[str, torch.Tensor]
+    std: dict[str, torch.Tensor]
+
+    @staticmethod
+    def _reduce_dims(x: torch.Tensor) -> tuple[int, ...]:
+        # sample axis plus every axis that is not a feature/channel axis
+        if x.ndim == 2:  # vector (N, D)
+            return (0,)
+        if x.ndim == 3:  # timeseries (N, T, D)
+            return (0, 1)
+        if x.ndim == 4:  # image (N, C, H, W)
+            return (0, 2, 3)
+        raise SpecError(f"cannot standardize a tensor of shape {tuple(x.shape)}")
+
+    @classmethod
+    def fit(cls, batch: MultimodalBatch) -> Standardizer:
+        mean, std = {}, {}
+        for name, x in batch.modalities.items():
+            dims = cls._reduce_dims(x)
+            x64 = x.double()
+            m = x64.mean(dim=dims, keepdim=True)[0]
+            s = x64.std(dim=dims, keepdim=True, unbiased=False)[0]
+            s = torch.where(s > 1e-12, s, torch.ones_like(s))
+            mean[name], std[name] = m.float(), s.float()
+        return cls(mean=mean, std=std)
+
+    def transform(self, batch: MultimodalBatch) -> MultimodalBatch:
+        missing = [n for n in batch.names if n not in self.mean]
+        if missing:
+            raise SpecError(f"standardizer has no statistics for modalities {missing}")
+        return batch.with_modalities(
+            {n: (batch.modalities[n] - self.mean[n]) / self.std[n] for n in batch.names}
+        )
+
+    def inverse(self, batch: MultimodalBatch) -> MultimodalBatch:
+        return batch.with_modalities(
+            {n: batch.modalities[n] * self.std[n] + self.mean[n] for n in batch.names}
+        )
+
+    # ---- persistence: flat tensor dict for safetensors
+    def state_tensors(self, prefix: str = "standardizer") -> dict[str, torch.Tensor]:
+        out = {}
+        for n in self.mean:
+            out[f"{prefix}.{n}.mean"] = self.mean[n].contiguous()
+            out[f"{prefix}.{n}.std"] = self.std[n].contiguous()
+        return out
+
+    @classmethod
+    def from_state_tensors(cls, tensors: Mapping[str, torch.Tensor], names: list[str],
+                           prefix: str = "standardizer") -> Standardizer:
+        try:
+            return cls(
+                mean={n: tensors[f"{prefix}.{n}.mean"] for n in names},
+                std={n: tensors[f"{prefix}.{n}.std"] for n in names},
+            )
+        except KeyError as exc:
+            raise CheckpointError(f"checkpoint lacks standardizer statistics {exc.args[0]!r}") from None

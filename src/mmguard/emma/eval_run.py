@@ -1,0 +1,72 @@
+"""Load an EMMA run directory for :mod:`mmguard.eval.evaluate` (registers method "emma")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from mmguard.data.model import MultimodalBatch
+from mmguard.data.preprocessing import Standardizer
+from mmguard.emma.config import EmmaRunConfig
+from mmguard.emma.experiment import load_splits, num_classes_of
+from mmguard.emma.persist import load_model
+from mmguard.errors import CheckpointError, DataError
+from mmguard.eval.evaluate import LoadedRun, register_run_loader
+from mmguard.io.checkpoint import load_checkpoint
+
+
+def _predictor(model: torch.nn.Module, names: tuple[str, ...]):
+    @torch.no_grad()
+    def predict(batch: MultimodalBatch) -> torch.Tensor:
+        members = next(p for p in model.parameters()).shape[0]
+        xs = [batch.modalities[n].unsqueeze(0).expand(members, *batch.modalities[n].shape) for n in names]
+        res = model(xs)
+        return res[0] if isinstance(res, tuple) else res
+
+    return predict
+
+
+@register_run_loader("emma")
+def load_emma_run(run_dir: Path, config: dict[str, Any], data_dir: str | None) -> LoadedRun:
+    fields = {k: v for k, v in config.items() if k in EmmaRunConfig.model_fields}
+    if data_dir is not None:
+        fields["data_dir"] = data_dir
+    try:
+        cfg = EmmaRunConfig(**fields)
+    except ValidationError as exc:
+        raise CheckpointError(f"{str(run_dir)!r}: malformed run config: {exc.errors()[0]['msg']}") from None
+    splits = load_splits(cfg)
+    tensors, pre = load_checkpoint(run_dir / "preprocessing")
+    saved = Standardizer.from_state_tensors(tensors, list(splits.train.names))
+    for n in splits.train.names:
+        if not (
+            torch.allclose(saved.mean[n], splits.standardizer.mean[n], atol=1e-5)
+            and torch.allclose(saved.std[n], splits.standardizer.std[n], atol=1e-5)
+        ):
+            raise DataError(
+                f"the data of {cfg.dataset!r} differ from those the run was trained on "
+                f"(preprocessing statistics of modality {n!r} do not match)"
+            )
+    names = splits.train.names
+    models, thresholds = {}, {}
+    rule = cfg.selection_rule
+    for role in ("base", "without", "with", "with_annealed"):
+        d = run_dir / "models" / role
+        if not d.is_dir():
+            continue
+        model, mcfg, _ = load_model(d)
+        models[role] = _predictor(model, names)
+        thr = mcfg.get("thresholds", {}).get(rule)
+        thresholds[role] = torch.tensor(thr) if thr is not None else None
+    if not models:
+        raise CheckpointError(f"{str(run_dir)!r} holds no models")
+    k = num_classes_of(splits.train)
+    if k == 2 and any(t is None for t in thresholds.values()):
+        thresholds = {r: t for r, t in thresholds.items() if t is not None}
+        models = {r: m for r, m in models.items() if r in thresholds}
+    return LoadedRun(
+        method="emma", config=config, test=splits.test, models=models, thresholds=thresholds, num_classes=k
+    )
