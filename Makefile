@@ -38,7 +38,7 @@ demo: venv
 	$(VENV)/bin/mmguard demo --out $(DEMO_OUT)
 
 test: venv
-	MMGUARD_DATA_DIR=$${MMGUARD_DATA_DIR:-$(abspath ../shared/data)} \
+	OMP_NUM_THREADS=1 MMGUARD_DATA_DIR=$${MMGUARD_DATA_DIR:-$(abspath ../shared/data)} \
 	  $(PY) -m pytest -q -n $(PYTEST_WORKERS) -p no:cacheprovider
 
 lint: venv

@@ -12,7 +12,7 @@ from mmguard.cli.common import print_json
 from mmguard.errors import SpecError
 
 app = typer.Typer(no_args_is_help=True, help="EMMA: energy-based multi-modal attention (thesis ch. 4-6, 8).")
-console = Console(stderr=True)
+console = Console(stderr=True, log_path=False)
 
 
 def _config(quick: bool, **fields):
@@ -30,6 +30,16 @@ def _config(quick: bool, **fields):
         raise SpecError(f"invalid EMMA option {loc}: {err['msg']} (got {err.get('input')!r})") from None
     except ValueError as exc:
         raise SpecError(str(exc)) from None
+
+
+def _parse_range(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise SpecError(f"--sigma-range must be LO,HI (two numbers), got {text!r}") from None
+    return lo, hi
 
 
 @app.command("run")
@@ -53,6 +63,12 @@ def run_command(
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Maximum epochs per stage (default 35)."),
     anneal: str | None = typer.Option(None, "--anneal", help="off, on, or compare (chapter 8 schedule)."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads."),
+    train_noise: str | None = typer.Option(
+        None, "--train-noise", help="fixed (one corruption draw, thesis) or resampled (a new draw every epoch)."
+    ),
+    sigma_range: str | None = typer.Option(
+        None, "--sigma-range", help="LO,HI: per-sample training sigma ~ U[LO, HI] instead of the constant 0.5."
+    ),
     chapter4: bool | None = typer.Option(
         None,
         "--chapter4/--no-chapter4",
@@ -74,11 +90,12 @@ def run_command(
         epochs=epochs,
         anneal=anneal,
         threads=threads,
+        train_noise=train_noise,
+        sigma_range=_parse_range(sigma_range),
     )
     if out.exists() and not out.is_dir():
         raise SpecError(f"--out {str(out)!r} exists and is not a directory")
-    with console.status("EMMA run") as status:
-        metrics = run_emma(cfg, out, log=lambda msg: status.update(f"EMMA: {msg}"), chapter4=chapter4)
+    metrics = run_emma(cfg, out, log=lambda msg: console.log(f"EMMA: {msg}"), chapter4=chapter4)
     if json_out:
         print_json({k: metrics[k] for k in ("f1", "selected", "seeds", "timing")})
     else:

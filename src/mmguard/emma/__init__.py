@@ -1,0 +1,27 @@
+"""EMMA: energy-based multi-modal attention (Werenne 2019, thesis chapters 4-6 and 8).
+
+* :mod:`~mmguard.emma.potential` — tied-weight DAE and its potential energy (ch. 4)
+* :mod:`~mmguard.emma.attention` — energies, importance, attention, capacity (ch. 5)
+* :mod:`~mmguard.emma.network` — EMMA in front of any prediction network
+* :mod:`~mmguard.emma.training` — the training stages, batched over configurations x seeds
+* :mod:`~mmguard.emma.experiment` / :mod:`~mmguard.emma.run` — Experiment II protocol, run directory
+* :mod:`~mmguard.emma.energy_experiments` — Experiment I and potential-energy experiments
+* :mod:`~mmguard.emma.guard` — :class:`EmmaGuard`, the Guard contract
+* :mod:`~mmguard.emma.reference` — per-sample reference implementation (test oracle, benchmark)
+"""
+
+from mmguard.emma.attention import AttentionOutput, EmmaAttention, energy_regularizer
+from mmguard.emma.guard import EmmaGuard, EmmaGuardConfig
+from mmguard.emma.network import EmmaNetwork
+from mmguard.emma.potential import TiedDAE, fit_dae
+
+__all__ = [
+    "AttentionOutput",
+    "EmmaAttention",
+    "EmmaGuard",
+    "EmmaGuardConfig",
+    "EmmaNetwork",
+    "TiedDAE",
+    "energy_regularizer",
+    "fit_dae",
+]

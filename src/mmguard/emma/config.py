@@ -73,6 +73,11 @@ class EmmaRunConfig(BaseModel):
     train_fault: str = "gaussian_noise"
     sigma: float = Field(0.5, gt=0)
     clean_fraction: float = Field(0.5, ge=0, lt=1)
+    # beyond the thesis (both model-without and model-with see the same corruption):
+    # "fixed" = one draw per split (thesis); "resampled" = a new training draw every epoch
+    train_noise: Literal["fixed", "resampled"] = "fixed"
+    # per-sample sigma ~ U[lo, hi] for the training split instead of the constant ``sigma``
+    sigma_range: tuple[float, float] | None = None
     # selection and reporting
     threshold_rules: list[Literal["roc_distance", "f1_max"]] = Field(
         default_factory=lambda: ["roc_distance", "f1_max"]
@@ -85,6 +90,13 @@ class EmmaRunConfig(BaseModel):
     anneal_patience: int | None = 3
     threads: int | None = None
     quick: bool = False
+
+    @field_validator("sigma_range")
+    @classmethod
+    def _range(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not (0 <= v[0] <= v[1]):
+            raise ValueError(f"sigma_range must satisfy 0 <= lo <= hi, got {v}")
+        return v
 
     @classmethod
     def quick_config(cls, **overrides) -> EmmaRunConfig:

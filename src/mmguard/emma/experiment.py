@@ -204,9 +204,40 @@ class EmmaExperiment:
         self.timing: dict[str, float] = {}
 
     # -- corruption
-    def corrupt(self, batch: MultimodalBatch, split: str) -> list[MultimodalBatch]:
-        spec = schedule_spec(self.names, self.cfg.sigma, self.cfg.clean_fraction, self.cfg.train_fault)
-        return [apply_faults(batch, spec, seed=derive_seed(seed, "emma", split)) for seed in self.seeds]
+    def corrupt(self, batch: MultimodalBatch, split: str, epoch: int = 0) -> list[MultimodalBatch]:
+        """Per seed, the section 6.3.1 schedule on ``batch``.
+
+        Epoch 0 is the thesis's single draw. With ``sigma_range`` (training split only) each
+        corrupted sample gets its own sigma ~ U[lo, hi]: the unit-sigma noise of the schedule
+        is rescaled per sample, so the mask and codes are those of the schedule.
+        """
+        ranged = self.cfg.sigma_range is not None and split == "train"
+        sigma = 1.0 if ranged else self.cfg.sigma
+        spec = schedule_spec(self.names, sigma, self.cfg.clean_fraction, self.cfg.train_fault)
+        tag = ("emma", split) if epoch == 0 else ("emma", split, epoch)
+        out = []
+        for seed in self.seeds:
+            faulty = apply_faults(batch, spec, seed=derive_seed(seed, *tag))
+            if ranged:
+                lo, hi = self.cfg.sigma_range  # type: ignore[misc]
+                g = torch.Generator().manual_seed(derive_seed(seed, "sigma-range", *tag))
+                scale = lo + (hi - lo) * torch.rand(len(batch), generator=g)
+                faulty = faulty.with_modalities({
+                    n: batch.modalities[n] + scale.view(-1, *([1] * (batch.modalities[n].ndim - 1)))
+                    * (faulty.modalities[n] - batch.modalities[n]) for n in batch.names
+                })
+            out.append(faulty)
+        return out
+
+    def refresh_train(self, epoch: int) -> None:
+        """A new training corruption draw for ``epoch`` (``train_noise: resampled``), in place."""
+        # epoch 1 restores the initial draw, so every stage sees the same sequence of draws
+        fresh = to_streams(self.corrupt(self.splits.train, "train", 0 if epoch <= 1 else epoch))
+        for k, v in fresh.items():
+            self.noisy["train"][k].copy_(v)
+
+    def _refresh(self):
+        return self.refresh_train if self.cfg.train_noise == "resampled" else None
 
     def prepare(self) -> None:
         sp = self.splits
@@ -285,6 +316,7 @@ class EmmaExperiment:
             stream_seeds=self.seeds,
             weights=self.weights,
             settings=self.settings(),
+            refresh=self._refresh(),
         )
         self.models["without"] = without
         self.timing["without_s"] = time.perf_counter() - t0
@@ -322,6 +354,7 @@ class EmmaExperiment:
             hyper=hyper,
             settings=self.settings(),
             anneal=anneal_settings,
+            refresh=self._refresh(),
         )
         self.timing["with_annealed_s" if anneal else "with_s"] = time.perf_counter() - t0
         return net, configs, member_seed, hyper

@@ -150,7 +150,7 @@ class EmmaGuard(Guard):
             "best_epoch": int(res.best_epoch[0]),
             "best_val_loss": float(res.best_val[0]),
             "threshold": self.threshold,
-            "capacity": float(net.attention.capacity()[0]),
+            "capacity": float(net.attention.capacity().detach()[0]),
         }
 
     # ------------------------------------------------------------------ inference

@@ -29,7 +29,7 @@ def task_loss(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> t
     """
     w = weights[y.long()]
     if logits.shape[-1] == 1:
-        per = F.binary_cross_entropy_with_logits(logits.squeeze(-1), y.float(), reduction="none")
+        per = F.binary_cross_entropy_with_logits(logits.squeeze(-1), y.to(logits.dtype), reduction="none")
     else:
         per = F.cross_entropy(logits.permute(0, 2, 1), y.long(), reduction="none")
     return (w * per).sum(1) / w.sum(1)

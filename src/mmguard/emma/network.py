@@ -62,7 +62,7 @@ class EmmaNetwork(nn.Module):
     def potentials(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
         """Raw potentials Psi_i (eq. 4.7), (G, B, M)."""
         return torch.stack(
-            [d.potential(x.reshape(x.shape[0], x.shape[1], -1)) for d, x in zip(self.daes, xs, strict=True)], dim=-1
+            [d.potential(x.reshape(*x.shape[:2], -1)) for d, x in zip(self.daes, xs, strict=True)], dim=-1
         )
 
     def attend(self, xs: Sequence[torch.Tensor]) -> AttentionOutput:

@@ -55,7 +55,7 @@ def plot_manifold_fields(fields: Mapping[str, Mapping[str, Any]], path: str | Pa
         mag = np.hypot(u, v)
         unit = np.where(mag > 0, 1.0 / np.maximum(mag, 1e-12), 0.0)
         q = ax.quiver(qx, qy, u * unit, v * unit, np.log10(np.maximum(mag, 1e-6)), cmap="viridis",
-                      angles="xy", pivot="mid", scale=28, width=0.004)
+                      angles="xy", pivot="mid", scale=20, width=0.005)
         fig.colorbar(q, ax=ax, label="log10 ||r(x) - x||")
         ax.set_title(f"{name}: reconstruction field r(x) - x (fig. 4.6)")
         # potential

@@ -140,8 +140,12 @@ def train_classifier(
     weights: torch.Tensor,
     settings: StageSettings,
     progress=None,
+    refresh: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    """base-model (clean streams) or model-without (corrupted streams); early stopping on val loss."""
+    """base-model (clean streams) or model-without (corrupted streams); early stopping on val loss.
+
+    ``refresh(epoch)``, when given, runs at the start of every epoch (e.g. a new corruption draw).
+    """
     loss = classifier_loss(weights, model.num_modalities)
     return train_ensemble(
         model,
@@ -153,6 +157,7 @@ def train_classifier(
         epochs=settings.epochs,
         batch_size=settings.batch_size,
         lr=settings.lr,
+        on_epoch_start=refresh,
         patience=settings.patience,
         progress=progress,
     )
@@ -225,8 +230,12 @@ def train_with(
     settings: StageSettings,
     anneal: AnnealSettings | None = None,
     progress=None,
+    refresh: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    """model-with: end-to-end training with eq. 5.10; constraints projected after every step."""
+    """model-with: end-to-end training with eq. 5.10; constraints projected after every step.
+
+    ``refresh(epoch)``, when given, runs at the start of every epoch before the annealing step.
+    """
     m = net.attention.num_modalities
     att = net.attention
 
@@ -240,7 +249,7 @@ def train_with(
         logits, _ = model(inputs_of(batch, m))
         return task_loss(logits, batch["y"], weights)
 
-    on_epoch_start = None
+    on_epoch_start = refresh
     progress_cb = progress
     if anneal is not None:
         target = hyper.rho.clone()
@@ -251,6 +260,8 @@ def train_with(
         stale = torch.zeros_like(target, dtype=torch.long)
 
         def on_epoch_start(epoch: int) -> None:  # noqa: F811 - closure
+            if refresh is not None:
+                refresh(epoch)
             frac = min(1.0, (epoch - 1) / max(1, anneal.cool_epochs))
             sched = start * (target / start) ** frac
             current.copy_(torch.where(frozen, current, sched))

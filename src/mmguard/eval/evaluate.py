@@ -80,7 +80,9 @@ def condition_labels(batch: MultimodalBatch) -> list[str]:
     codes = batch.codes_or_clean().numpy()
     names = batch.names
     labels = []
-    for row_m, row_c in zip(mask, codes, strict=True):  # string building per sample, once per evaluation (not a hot path)
+    for row_m, row_c in zip(
+        mask, codes, strict=True
+    ):  # string building per sample, once per evaluation (not a hot path)
         parts = [f"{names[j]}:{batch.fault_vocab[row_c[j]]}" for j in np.flatnonzero(row_m)]
         labels.append("+".join(parts) if parts else "clean")
     return labels

@@ -84,9 +84,10 @@ def macro_f1(
     """Macro-averaged F1 of argmax predictions; logits (G, N, K) → (G,)."""
     pred = logits.argmax(-1)  # (G, N)
     y = labels.reshape(1, -1).expand_as(pred)
-    keep = (
-        torch.ones_like(pred, dtype=torch.bool) if subset is None else subset.reshape(1, -1).expand_as(pred)
-    )
+    if subset is None:
+        keep = torch.ones_like(pred, dtype=torch.bool)
+    else:  # one subset for all models (N,) or one per model (G, N)
+        keep = (subset.reshape(1, -1) if subset.ndim == 1 else subset).expand_as(pred)
     classes = torch.arange(num_classes).view(1, 1, -1)
     pc = (pred.unsqueeze(-1) == classes) & keep.unsqueeze(-1)
     yc = (y.unsqueeze(-1) == classes) & keep.unsqueeze(-1)

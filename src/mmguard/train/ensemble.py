@@ -64,7 +64,8 @@ class EnsembleMLP(nn.Module):
             raise ValueError(f"an MLP needs at least input and output sizes, got {tuple(sizes)}")
         self.sizes = tuple(int(s) for s in sizes)
         self.layers = nn.ModuleList(
-            EnsembleLinear(seeds, a, b, stream=100 + i) for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))
+            EnsembleLinear(seeds, a, b, stream=100 + i)
+            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
