@@ -64,10 +64,10 @@ def run_command(
     anneal: str | None = typer.Option(None, "--anneal", help="off, on, or compare (chapter 8 schedule)."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads."),
     train_noise: str | None = typer.Option(
-        None, "--train-noise", help="fixed (one corruption draw, thesis) or resampled (a new draw every epoch)."
+        None, "--train-noise", help="fixed (one corruption draw, thesis) or resampled (new draw per epoch)."
     ),
     sigma_range: str | None = typer.Option(
-        None, "--sigma-range", help="LO,HI: per-sample training sigma ~ U[LO, HI] instead of the constant 0.5."
+        None, "--sigma-range", help="LO,HI: per-sample training sigma ~ U[LO, HI] instead of 0.5."
     ),
     chapter4: bool | None = typer.Option(
         None,

@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from mmguard.errors import DataError
+from mmguard.errors import DataError, SpecError
+from mmguard.io.checkpoint import atomic_write
+
+__all__ = ["atomic_write"]  # re-exported for the data loaders
 
 
 def require_file(path: str | Path, what: str = "data file") -> Path:
@@ -78,21 +80,18 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path`` and rename it into place.
-
-    A crash or error never leaves a half-written ``path`` behind.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def format_from_suffix(path: Path, fmt: str | None, formats: dict[str, tuple[str, ...]], what: str) -> str:
+    """The file format: ``fmt`` if given (validated), else looked up from ``path``'s suffix."""
+    if fmt is not None:
+        if fmt not in formats:
+            raise SpecError(f"unknown {what} format {fmt!r}; known: {sorted(formats)}")
+        return fmt
+    suffix = path.suffix.lower()
+    for name, suffixes in formats.items():
+        if suffix in suffixes:
+            return name
+    uses = " or ".join(f"{name}:PATH" for name in formats)
+    raise DataError(f"cannot tell the format of {str(path)!r} from its suffix {suffix!r}; use {uses}")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmguard.data._io import atomic_write, require_file
+from mmguard.data._io import atomic_write, format_from_suffix, require_file
 from mmguard.data.model import MultimodalBatch, infer_spec
 from mmguard.data.targets import encode_target
 from mmguard.errors import DataError, SpecError
@@ -35,17 +35,7 @@ H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
 
 def _format_of(path: Path, fmt: str | None) -> str:
-    if fmt is not None:
-        if fmt not in ("npz", "h5"):
-            raise SpecError(f"unknown array format {fmt!r}; known: ['npz', 'h5']")
-        return fmt
-    suffix = path.suffix.lower()
-    if suffix in NPZ_SUFFIXES:
-        return "npz"
-    if suffix in H5_SUFFIXES:
-        return "h5"
-    raise DataError(f"cannot tell the format of {str(path)!r} from its suffix {suffix!r}; "
-                    "use npz:PATH or h5:PATH")
+    return format_from_suffix(path, fmt, {"npz": NPZ_SUFFIXES, "h5": H5_SUFFIXES}, "array")
 
 
 def _attr_str(value: object) -> str:

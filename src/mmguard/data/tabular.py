@@ -29,7 +29,13 @@ import numpy as np
 import torch
 import yaml
 
-from mmguard.data._io import check_finite_column, parse_floats, read_csv_rows, require_file
+from mmguard.data._io import (
+    check_finite_column,
+    format_from_suffix,
+    parse_floats,
+    read_csv_rows,
+    require_file,
+)
 from mmguard.data.model import ModalityKind, ModalitySpec, MultimodalBatch
 from mmguard.data.targets import TASKS, encode_target
 from mmguard.errors import DataError, SpecError
@@ -220,17 +226,7 @@ class _Table:
 
 
 def _format_of(path: Path, fmt: str | None) -> str:
-    if fmt is not None:
-        if fmt not in ("csv", "parquet"):
-            raise SpecError(f"unknown table format {fmt!r}; known: ['csv', 'parquet']")
-        return fmt
-    suffix = path.suffix.lower()
-    if suffix in CSV_SUFFIXES:
-        return "csv"
-    if suffix in PARQUET_SUFFIXES:
-        return "parquet"
-    raise DataError(f"cannot tell the format of {str(path)!r} from its suffix {suffix!r}; "
-                    f"use csv:PATH or parquet:PATH")
+    return format_from_suffix(path, fmt, {"csv": CSV_SUFFIXES, "parquet": PARQUET_SUFFIXES}, "table")
 
 
 def _meta_values(table: _Table, column: str) -> torch.Tensor:

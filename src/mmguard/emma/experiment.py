@@ -472,15 +472,17 @@ class EmmaExperiment:
             f1s.append(f1_all(res["logits"], streams["y"][0], self.k, thr))
         e = torch.stack(energies)  # (sigmas, S)
         f = torch.stack(f1s)
-        rho_mean, p_mean = spearmanr(e.mean(1).numpy(), f.mean(1).numpy())
-        per_seed = [float(spearmanr(e[:, j].numpy(), f[:, j].numpy())[0]) for j in range(e.shape[1])]
+        rho_mean, p_mean = _spearman(e.mean(1).numpy(), f.mean(1).numpy())
+        per_seed = [_spearman(e[:, j].numpy(), f[:, j].numpy())[0] for j in range(e.shape[1])]
+        defined = [r for r in per_seed if r is not None]
         return {
             "sigma": list(self.cfg.sweep_sigmas),
             "mean_total_energy": [mean_std(x) for x in e],
             "f1": [mean_std(x) for x in f],
             "spearman": _finite(rho_mean),
             "spearman_p": _finite(p_mean),
-            "spearman_per_seed": mean_std(per_seed),
+            "spearman_per_seed": mean_std(defined) if defined else None,
+            "spearman_undefined_seeds": len(per_seed) - len(defined),
         }
 
     def run(self) -> dict[str, Any]:
@@ -607,6 +609,14 @@ def _take(model: MLPClassifier, index: torch.Tensor) -> MLPClassifier:
     out = MLPClassifier(EnsembleMLP([0] * int(index.numel()), model.mlp.sizes), model.num_modalities, mask)
     copy_members(out.mlp, model.mlp, index)
     return out
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | None]:
+    """Spearman correlation and p-value; (None, None) when either input is constant (undefined)."""
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None, None
+    r, p = spearmanr(a, b)
+    return _finite(r), _finite(p)
 
 
 def _finite(x: float) -> float | None:

@@ -25,7 +25,11 @@ WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
+
+    A crash or error never leaves a half-written ``path`` behind.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -64,7 +68,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
 
-    _atomic(Path(path), write)
+    atomic_write(Path(path), write)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -86,7 +90,7 @@ def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], con
     """Write ``directory/weights.safetensors`` and ``directory/config.json`` atomically."""
     directory = Path(directory)
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    _atomic(directory / WEIGHTS, lambda tmp: save_file(flat, tmp))
+    atomic_write(directory / WEIGHTS, lambda tmp: save_file(flat, tmp))
     write_json(directory / CONFIG, config)
 
 
