@@ -485,6 +485,20 @@ class EmmaExperiment:
             "spearman_undefined_seeds": len(per_seed) - len(defined),
         }
 
+    @torch.no_grad()
+    def zero_input_percentile(self, model: torch.nn.Module) -> dict[str, list[float]]:
+        """Where an all-zero (zero-filled, 'missing') modality's shifted potential falls among clean
+        test samples: the fraction of clean test samples with a lower Psi, per modality, mean ± std
+        over seeds. Near 1 means the potential flags a missing modality; near 0.5 means it cannot.
+        """
+        net = model.net if isinstance(model, _Subset) else model
+        xs = [self.clean["test"][k].expand(self.s, *self.clean["test"][k].shape[1:]) for k in
+              [f"m{i}" for i in range(self.m)]]
+        clean = net.attend(xs).psi  # (S, N, M)
+        zero = net.attend([torch.zeros_like(x[:, :1]) for x in xs]).psi  # (S, 1, M)
+        frac = (clean < zero).double().mean(1)  # (S, M)
+        return {n: mean_std(frac[:, i]) for i, n in enumerate(self.names)}
+
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         t_start = time.perf_counter()
@@ -580,6 +594,7 @@ class EmmaExperiment:
         metrics["total_energy"] = self.total_energy(
             _Subset(net, members), self.seed_stream, family["with"][2]
         )
+        metrics["zero_input_potential_percentile"] = self.zero_input_percentile(family["with"][0])
         self.timing["evaluation_s"] = time.perf_counter() - t0
         self.timing["total_s"] = time.perf_counter() - t_start
         metrics["timing"] = dict(self.timing)

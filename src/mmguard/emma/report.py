@@ -126,6 +126,12 @@ def render_report(metrics: dict[str, Any], cfg: EmmaRunConfig) -> str:
         f"**{te['spearman']}** (per seed {_ms(te['spearman_per_seed'], 3)}).",
         "",
     ]
+    zp = metrics.get("zero_input_potential_percentile")
+    if zp:
+        out += ["## Can the potential see a zero-filled (missing) modality?", "",
+                "Share of clean test samples whose shifted potential is below that of an all-zero input: "
+                + ", ".join(f"{n} {_ms(v, 3)}" for n, v in zp.items())
+                + " (near 1: flagged; near 0.5: looks ordinary).", ""]
     if "chapter4" in metrics:
         ch = metrics["chapter4"]
         out += ["## Potential energy (chapter 4, section 6.2)", "", "```", _compact(ch), "```", ""]
