@@ -74,7 +74,10 @@ def info_command(
 
 
 @app.command("list")
-def list_command(json_out: bool = JSON_OPTION) -> None:
+def list_command(
+    json_out: bool = JSON_OPTION,
+    seed: int = typer.Option(0, "--seed", help="Accepted for uniformity; listing is deterministic."),
+) -> None:
     """The dataset names and URI forms `mmguard data info` accepts."""
     from mmguard.data.registry import DESCRIPTIONS, KNOWN
 
@@ -92,6 +95,7 @@ def download_command(
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Cache root (default: ~/.cache/mmguard "
                                                                     "or $XDG_CACHE_HOME/mmguard)."),
     force: bool = typer.Option(False, "--force", help="Download again even if a verified copy exists."),
+    seed: int = typer.Option(0, "--seed", help="Accepted for uniformity; downloading is deterministic."),
 ) -> None:
     """Download a public dataset into the cache and verify it (HTRU2 from UCI)."""
     if name != "htru2":

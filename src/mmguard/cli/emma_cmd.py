@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from mmguard.cli.common import print_json
 from mmguard.errors import SpecError
@@ -95,7 +96,19 @@ def run_command(
     )
     if out.exists() and not out.is_dir():
         raise SpecError(f"--out {str(out)!r} exists and is not a directory")
-    metrics = run_emma(cfg, out, log=lambda msg: console.log(f"EMMA: {msg}"), chapter4=chapter4)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def epoch_progress(stage: str, epoch: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=epoch)
+
+        metrics = run_emma(cfg, out, log=lambda msg: console.log(f"EMMA: {msg}"), chapter4=chapter4,
+                           epoch_progress=epoch_progress)
     if json_out:
         print_json({k: metrics[k] for k in ("f1", "selected", "seeds", "timing")})
     else:

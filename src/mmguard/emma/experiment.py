@@ -190,9 +190,16 @@ def f1_all(
 class EmmaExperiment:
     """Runs the whole protocol; :meth:`run` returns (metrics, models, plots-data)."""
 
-    def __init__(self, cfg: EmmaRunConfig, splits: Splits | None = None, log: Progress | None = None) -> None:
+    def __init__(
+        self,
+        cfg: EmmaRunConfig,
+        splits: Splits | None = None,
+        log: Progress | None = None,
+        epoch_progress: Callable[[str, int, int], None] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.log = log or (lambda msg: None)
+        self.epoch_progress = epoch_progress
         self.splits = splits if splits is not None else load_splits(cfg)
         self.names = self.splits.train.names
         self.m = len(self.names)
@@ -251,6 +258,13 @@ class EmmaExperiment:
     def _expand_clean(self, split: str) -> dict[str, torch.Tensor]:
         return {k: v.expand(self.s, *v.shape[1:]) for k, v in self.clean[split].items()}
 
+    def _progress(self, stage: str):
+        """Per-epoch callback for the training loop: reports (stage, epoch, total epochs)."""
+        if self.epoch_progress is None:
+            return None
+        report, total = self.epoch_progress, self.cfg.epochs
+        return lambda epoch, val: report(stage, epoch, total)
+
     def settings(self) -> StageSettings:
         return StageSettings(epochs=self.cfg.epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr)
 
@@ -297,6 +311,7 @@ class EmmaExperiment:
             stream_seeds=self.seeds,
             weights=self.weights,
             settings=self.settings(),
+            progress=self._progress("base-model + references"),
         )
         self.models["base"] = _take(joint, torch.arange(self.s))
         self.refs = {i: _take(joint, torch.arange((1 + i) * self.s, (2 + i) * self.s)) for i in range(self.m)}
@@ -317,6 +332,7 @@ class EmmaExperiment:
             weights=self.weights,
             settings=self.settings(),
             refresh=self._refresh(),
+            progress=self._progress("model-without"),
         )
         self.models["without"] = without
         self.timing["without_s"] = time.perf_counter() - t0
@@ -355,6 +371,7 @@ class EmmaExperiment:
             settings=self.settings(),
             anneal=anneal_settings,
             refresh=self._refresh(),
+            progress=self._progress("model-with (annealed)" if anneal else "model-with"),
         )
         self.timing["with_annealed_s" if anneal else "with_s"] = time.perf_counter() - t0
         return net, configs, member_seed, hyper

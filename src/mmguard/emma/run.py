@@ -31,7 +31,12 @@ from mmguard.io.checkpoint import atomic_write_text, save_checkpoint, write_json
 
 
 def run_emma(
-    cfg: EmmaRunConfig, out_dir: str | Path, *, log=print, chapter4: bool | None = None
+    cfg: EmmaRunConfig,
+    out_dir: str | Path,
+    *,
+    log=print,
+    chapter4: bool | None = None,
+    epoch_progress=None,
 ) -> dict[str, Any]:
     """Run the protocol and write the run directory; returns the metrics dict."""
     out = Path(out_dir)
@@ -39,7 +44,7 @@ def run_emma(
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     splits = load_splits(cfg)
-    exp = EmmaExperiment(cfg, splits=splits, log=log)
+    exp = EmmaExperiment(cfg, splits=splits, log=log, epoch_progress=epoch_progress)
     metrics = exp.run()
     metrics["train_sigma"] = cfg.sigma
     out.mkdir(parents=True, exist_ok=True)
