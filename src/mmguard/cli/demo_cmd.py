@@ -6,6 +6,8 @@
    fault types never used in training; per-modality corruption statistics; preview PNG.
 3. EMMA: the full protocol (base / without / with, validation-only selection) in quick mode,
    then re-evaluation of the trained models under the unseen fault spec (`mmguard eval`).
+4. Digital twin: the `arm` workcell's default small set (20 episodes x 50 steps of camera +
+   kinematics) generated on the fly with 2 workers, then its info and a preview PNG.
 
 Everything lands in ``--out`` (default ``demo_out``): summary.json, summary.md, the fault
 preview and statistics, the EMMA run directory and the unseen-fault evaluation.
@@ -64,6 +66,26 @@ def corruption_stats(clean, faulty) -> dict:
     return out
 
 
+def _twin_slice(out: Path, seed: int, log) -> dict:
+    """Generate the `arm` twin's default small set (20 episodes x 50 steps), then info and preview."""
+    import time
+
+    from mmguard.twin.dataset import twin_info
+    from mmguard.twin.preview import preview
+    from mmguard.twin.storage import generate
+
+    path = out / "twin" / "arm.h5"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    generate("arm", 20, 50, path, seed=seed, workers=2, force=True)
+    elapsed = time.perf_counter() - t0
+    preview(path, out / "twin" / "arm_preview.png", episode=0)
+    info = twin_info(path)
+    log(f"twin: 20 episodes x 50 steps of arm in {elapsed:.1f} s ({1000 / elapsed:.0f} frames/s with start-up)")
+    return {"file": str(path.relative_to(out)), "seconds": elapsed, "frames_per_s": 1000 / elapsed,
+            "info": info}
+
+
 def demo_command(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Output directory."),
     seed: int = typer.Option(0, "--seed", help="Seed for data, faults and training."),
@@ -118,6 +140,9 @@ def demo_command(
     unseen_res = evaluate_run(load_run(run_dir), unseen, seed=seed)
     write_json(out / "emma_unseen_faults.json", unseen_res)
 
+    # 4. the robot digital twin's default small set (issue #4): generated on the fly, never committed
+    twin = _twin_slice(out, seed, log)
+
     summary = {
         "dataset": DEMO_DATASET,
         "seed": seed,
@@ -126,6 +151,7 @@ def demo_command(
         "emma_selected": metrics["selected"]["with"],
         "unseen_faults_f1": unseen_res["f1"],
         "unseen_counts": unseen_res["counts"],
+        "twin": twin,
         "outputs": sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()),
     }
     write_json(out / "summary.json", summary)

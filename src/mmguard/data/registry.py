@@ -7,7 +7,10 @@ Names and URIs:
 * ``wave``, ``circle`` — the unlabelled manifolds of thesis section 4.3 (n=1000), one
   modality ``x`` of two features;
 * ``csv:PATH``, ``parquet:PATH`` — a table plus a YAML mapping (``mapping=``);
-* ``npz:PATH``, ``h5:PATH`` (also ``hdf5:``) — arrays, one per modality.
+* ``npz:PATH``, ``h5:PATH`` (also ``hdf5:``) — arrays, one per modality;
+* ``twin:PATH`` — a robot digital-twin file (``mmguard twin generate``), optionally with
+  ``?target=quality|seam_distance|phase&episodes=0-9&modalities=camera,kinematics``; an
+  ``.h5`` file that turns out to be a twin file is read the same way.
 
 Synthetic names take parameters as a query string, e.g. ``toy?n=500&modality_dims=4,6,3,5
 &redundancy=0.5`` or ``circle?n=200&noise=0.05``. A bare path with a known suffix (``.csv``,
@@ -28,7 +31,7 @@ from mmguard.data.splits import stratified_three_way
 from mmguard.data.targets import task_of
 from mmguard.errors import DataError, SpecError
 
-KNOWN = ("htru2", "toy", "wave", "circle", "csv:PATH", "parquet:PATH", "npz:PATH", "h5:PATH")
+KNOWN = ("htru2", "toy", "wave", "circle", "csv:PATH", "parquet:PATH", "npz:PATH", "h5:PATH", "twin:PATH")
 DESCRIPTIONS = {
     "htru2": "HTRU2 pulsar candidates: modalities ip (4) and dm (4), binary target (thesis 6.1)",
     "toy": "shared-latent synthetic: 3 vector modalities (4, 6, 3), binary target",
@@ -38,6 +41,7 @@ DESCRIPTIONS = {
     "parquet:PATH": "a Parquet table; needs a YAML mapping of columns to modalities",
     "npz:PATH": "an NPZ archive: one array per modality, optional target and meta/*",
     "h5:PATH": "an HDF5 file: one dataset per modality, optional target and meta group",
+    "twin:PATH": "a robot digital-twin HDF5 file (mmguard twin generate): camera + kinematics, (episode, t)",
 }
 SYNTHETIC_N = {"toy": 2000, "wave": 1000, "circle": 1000}
 
@@ -48,7 +52,8 @@ _TOY_PARAMS: dict[str, Callable[[str], Any]] = {
     "redundancy": lambda v: float(v) if "," not in v else tuple(float(x) for x in v.split(",")),
 }
 _MANIFOLD_PARAMS: dict[str, Callable[[str], Any]] = {"n": int, "noise": float}
-_SCHEMES = {"csv": "csv", "parquet": "parquet", "npz": "npz", "h5": "h5", "hdf5": "h5", "htru2": "htru2"}
+_SCHEMES = {"csv": "csv", "parquet": "parquet", "npz": "npz", "h5": "h5", "hdf5": "h5", "htru2": "htru2",
+            "twin": "twin"}
 _SUFFIXES = {
     **{s: "csv" for s in tabular.CSV_SUFFIXES},
     **{s: "parquet" for s in tabular.PARQUET_SUFFIXES},
@@ -114,7 +119,17 @@ def load_dataset(name_or_uri: str, *, data_dir: str | Path | None = None,
             raise SpecError(f"{kind}:{rest} needs a YAML mapping of columns to modalities "
                             "(--mapping MAP.yaml)")
         return tabular.load_tabular(rest, mapping, fmt=kind)
+    if kind == "twin" or (kind == "h5" and _is_twin_file(rest)):
+        from mmguard.twin.dataset import load_twin_uri
+
+        return load_twin_uri(rest)
     return arrays.load_arrays(rest, fmt=kind)
+
+
+def _is_twin_file(path: str) -> bool:
+    from mmguard.twin.dataset import is_twin_file
+
+    return is_twin_file(path)
 
 
 def is_htru2(batch: MultimodalBatch) -> bool:

@@ -11,17 +11,11 @@ depend on where the batch lives.
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 
-_MASK63 = (1 << 63) - 1
+from mmguard.seeding import derive_seed
 
-
-def derive_seed(seed: int, *labels: object) -> int:
-    """A 63-bit seed for the sub-stream named by ``labels`` under the user's ``seed``."""
-    text = repr((int(seed), *labels)).encode("utf-8")
-    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") & _MASK63
+__all__ = ["derive_seed", "generator"]
 
 
 def generator(seed: int, *labels: object) -> torch.Generator:

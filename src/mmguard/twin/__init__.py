@@ -1,0 +1,1 @@
+"""Robot digital twin: MuJoCo workcells generating paired camera and kinematic-sensor data (issue #4)."""
