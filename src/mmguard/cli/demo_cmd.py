@@ -81,7 +81,7 @@ def _twin_slice(out: Path, seed: int, log) -> dict:
     elapsed = time.perf_counter() - t0
     preview(path, out / "twin" / "arm_preview.png", episode=0)
     info = twin_info(path)
-    log(f"twin: 20 episodes x 50 steps of arm in {elapsed:.1f} s ({1000 / elapsed:.0f} frames/s with start-up)")
+    log(f"twin: 20 episodes x 50 steps of arm in {elapsed:.1f} s ({1000 / elapsed:.0f} frames/s)")
     return {"file": str(path.relative_to(out)), "seconds": elapsed, "frames_per_s": 1000 / elapsed,
             "info": info}
 
