@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from mmguard.errors import MMGuardError
-from mmguard.io.checkpoint import _jsonable
+from mmguard.io.jsonio import jsonable as _jsonable
 
 SEED_OPTION = typer.Option(0, "--seed", help="Seed for every stochastic step (same seed, same numbers).")
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of text.")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import typer
 
 from mmguard.cli.common import print_json
@@ -42,6 +41,8 @@ UNSEEN_SPEC = {
 
 def corruption_stats(clean, faulty) -> dict:
     """Per modality: corrupted fraction, samples per fault type, RMS error and SNR (dB) on corrupted rows."""
+    import torch
+
     out = {}
     mask = faulty.mask_or_clean()
     codes = faulty.codes_or_clean()
