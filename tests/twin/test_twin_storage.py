@@ -386,7 +386,7 @@ def test_preview_png(arm_file: Path, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------ real simulator
 def test_end_to_end_with_the_real_simulator(tmp_path: Path) -> None:
     """Two tiny episodes from MuJoCo: identical for 1 and 2 workers, loadable, contract-conform."""
-    episode_mod = pytest.importorskip("mmguard.twin.episode")
+    import mmguard.twin.episode as episode_mod
     from mmguard.twin.dataset import load_twin
 
     cam = CameraConfig(32, 24)

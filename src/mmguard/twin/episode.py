@@ -2,8 +2,8 @@
 
 An episode is a pure function of its arguments. All randomness (workpiece and seam pose, payload,
 waypoints, speeds, phase lengths, deviation events) comes from one ``numpy.random.Generator``
-seeded with ``derive_seed(seed, scene, "episode")``; MuJoCo runs single-threaded, so the same
-arguments give bit-identical arrays on the same machine.
+seeded with ``derive_seed(seed, scene, "episode")`` (:mod:`mmguard.seeding`); MuJoCo runs
+single-threaded, so the same arguments give bit-identical arrays on the same machine.
 
 Timing: one recorded step every :data:`FRAME_PERIOD` seconds (25 Hz), :data:`SUBSTEPS` physics
 steps of the scene's timestep in between. Per recorded step the tool-tip target of every robot is
@@ -18,7 +18,8 @@ Scenes (see ``docs/twin.md``):
   presses on random points of the workpiece (approach / press / retract). Target
   ``seam_distance``: distance of the tool tip from its *planned* path point.
 * ``weld`` — two robots weld one seam, robot 0 the first half, robot 1 the second, with
-  approach / weld / retract phases stretched to the episode length. Target ``seam_distance``:
+  approach / weld / retract phases stretched to the episode length (a cycle lasts at least
+  :data:`MIN_WELD_CYCLE`; shorter episodes end before the retract). Target ``seam_distance``:
   the larger of the two tool tips' distances to their own seam half.
 
 In both, random *deviation events* (smooth offsets of a few millimetres of the commanded path, see
@@ -36,7 +37,7 @@ import mujoco
 import numpy as np
 
 from mmguard.errors import DataError, SpecError
-from mmguard.faults.rng import derive_seed
+from mmguard.seeding import derive_seed
 from mmguard.twin import scene as scenes
 from mmguard.twin.control import (
     Bump,
@@ -71,6 +72,12 @@ PHASE_NAMES: dict[str, list[str]] = {
 }
 """Phase labels of each scene; ``targets["phase"]`` indexes into them."""
 
+MIN_WELD_CYCLE = 1.2
+"""Seconds: the weld cycle never runs faster than this; episodes shorter than 31 steps end early."""
+
+DEVIATION_RATE_ARM = 0.25
+"""Mean deviation events per second in ``arm`` (Poisson); ``weld`` has 0, 1 or 2 per robot."""
+
 PAYLOAD_RANGE_KG = (0.0, 2.5)
 """Random extra tool mass per robot and episode."""
 
@@ -78,8 +85,8 @@ _HOME = np.array([0.0, 0.2, 0.6, 0.0, 0.77, 0.0])  # elbow up, tool down; joint1
 
 
 @dataclass
-class _Plan:
-    """What a scene planner hands to the simulation loop."""
+class Plan:
+    """What a scene planner hands to the simulation loop (see :data:`PLANNERS`)."""
 
     trajectories: list[Trajectory]
     # (robot index, time, tool-tip position) -> distance to the seam / planned path in metres
@@ -144,7 +151,9 @@ def _deviation_bumps(
 # --------------------------------------------------------------------------- scene "arm"
 
 
-def _plan_arm(model: mujoco.MjModel, rng: np.random.Generator, duration: float) -> _Plan:
+def _plan_arm(
+    model: mujoco.MjModel, rng: np.random.Generator, duration: float, bases: list[tuple[np.ndarray, float]]
+) -> Plan:
     phase = {name: i for i, name in enumerate(PHASE_NAMES["arm"])}
     payload = _add_payload(model, "r0", rng)
 
@@ -158,24 +167,31 @@ def _plan_arm(model: mujoco.MjModel, rng: np.random.Generator, duration: float) 
     half = model.geom_size[wp_geom]
     top = float(wp_pos[2] + half[2])
     contact_depth = 0.015  # tool tip below the nozzle mouth: nozzle touches when tip is 15 mm deep
+    base, base_yaw = bases[0]
+
+    def azimuth_of(position: np.ndarray) -> float:
+        """Angle of ``position`` around the robot base, relative to the base's heading."""
+        return math.remainder(math.atan2(position[1] - base[1], position[0] - base[0]) - base_yaw, math.tau)
 
     def free_waypoint(previous: Pose | None) -> Pose:
         # Reachable with the tool near vertical; azimuth steps <= 0.6 rad keep straight moves away
         # from the base.
         azimuth = float(rng.uniform(-0.8, 0.8))
         if previous is not None:
-            here = math.atan2(previous.position[1], previous.position[0])
-            azimuth = float(np.clip(here + rng.uniform(-0.6, 0.6), -0.8, 0.8))
-        radius = rng.uniform(0.40, 0.62)
-        position = [radius * math.cos(azimuth), radius * math.sin(azimuth), rng.uniform(0.42, 0.62)]
-        heading = azimuth + rng.uniform(-0.5, 0.5)
-        return Pose.of(position, heading, rng.uniform(-0.25, 0.25), rng.uniform(-0.25, 0.25))
+            azimuth = float(np.clip(azimuth_of(previous.position) + rng.uniform(-0.6, 0.6), -0.8, 0.8))
+        radius, world_az = rng.uniform(0.40, 0.62), base_yaw + azimuth
+        x, y = base[0] + radius * math.cos(world_az), base[1] + radius * math.sin(world_az)
+        heading = world_az + rng.uniform(-0.5, 0.5)
+        return Pose.of(
+            [x, y, rng.uniform(0.42, 0.60)], heading, rng.uniform(-0.25, 0.25), rng.uniform(-0.25, 0.25)
+        )
 
     def press_point() -> Pose:
         u, v = rng.uniform(-0.7, 0.7) * half[0], rng.uniform(-0.7, 0.7) * half[1]
         c, s = math.cos(wp_yaw), math.sin(wp_yaw)
         x, y = wp_pos[0] + c * u - s * v, wp_pos[1] + s * u + c * v
-        return Pose.of([x, y, top - contact_depth], math.atan2(y, x) + rng.uniform(-0.4, 0.4))
+        heading = base_yaw + azimuth_of(np.array([x, y])) + rng.uniform(-0.4, 0.4)
+        return Pose.of([x, y, top - contact_depth], heading)
 
     def move_time(a: Pose, b: Pose) -> float:
         speed = rng.uniform(0.15, 0.45)  # mean tool-tip speed, m/s
@@ -218,7 +234,7 @@ def _plan_arm(model: mujoco.MjModel, rng: np.random.Generator, duration: float) 
         angle = rng.uniform(0.0, 2.0 * math.pi)
         return np.array([math.cos(angle), math.sin(angle), 0.0])
 
-    events = _deviation_bumps(rng, 0.0, duration, int(rng.poisson(0.12 * duration)), horizontal)
+    events = _deviation_bumps(rng, 0.0, duration, int(rng.poisson(DEVIATION_RATE_ARM * duration)), horizontal)
     trajectory = Trajectory(segments, bumps + events)
 
     def distance(_: int, time: float, tip: np.ndarray) -> float:
@@ -232,7 +248,7 @@ def _plan_arm(model: mujoco.MjModel, rng: np.random.Generator, duration: float) 
         "deviation_events": len(events),
         "seam_distance_definition": "distance of the tool tip from its planned path point",
     }
-    return _Plan([trajectory], distance, None, attrs)
+    return Plan([trajectory], distance, None, attrs)
 
 
 # --------------------------------------------------------------------------- scene "weld"
@@ -254,7 +270,7 @@ def _arc(length: float, curvature: float, s: np.ndarray) -> np.ndarray:
 
 def _plan_weld(
     model: mujoco.MjModel, rng: np.random.Generator, duration: float, bases: list[tuple[np.ndarray, float]]
-) -> _Plan:
+) -> Plan:
     phase = {name: i for i, name in enumerate(PHASE_NAMES["weld"])}
     payloads = [_add_payload(model, prefix, rng) for prefix in scenes.SCENE_ROBOTS["weld"]]
 
@@ -296,10 +312,11 @@ def _plan_weld(
         model.geom_quat[gid] = quat
         model.geom_size[gid, 1] = float(np.linalg.norm(chord)) / 2
 
-    # Phases stretched to the episode.
-    t_approach = float(rng.uniform(0.15, 0.25)) * duration
-    t_retract = float(rng.uniform(0.12, 0.20)) * duration
-    t_weld_end = duration - t_retract
+    # Phases stretched to the episode (to at least MIN_WELD_CYCLE: shorter episodes end early).
+    cycle = max(duration, MIN_WELD_CYCLE)
+    t_approach = float(rng.uniform(0.15, 0.25)) * cycle
+    t_retract = float(rng.uniform(0.12, 0.20)) * cycle
+    t_weld_end = cycle - t_retract
     halves = [(0.0, 0.5), (0.5, 1.0)]
     trajectories, polylines, headings = [], [], []
     for (s0, s1), (base_pos, _) in zip(halves, bases, strict=True):
@@ -320,7 +337,7 @@ def _plan_weld(
         segments = [
             Line(0.0, t_approach, pre, Pose(start, angles), phase["approach"]),
             Curve(t_approach, t_weld_end, path, angles, phase["weld"]),
-            Line(t_weld_end, duration, Pose(end, angles), post, phase["retract"]),
+            Line(t_weld_end, cycle, Pose(end, angles), post, phase["retract"]),
         ]
 
         def lateral(t: float, path: Callable[[float], np.ndarray] = path) -> np.ndarray:
@@ -352,13 +369,22 @@ def _plan_weld(
         "seam_curvature_per_m": curvature,
         "seam_start": world(np.array(0.0)).tolist(),
         "seam_end": world(np.array(1.0)).tolist(),
-        "phase_times_s": [0.0, t_approach, t_weld_end, duration],
+        "phase_times_s": [0.0, t_approach, t_weld_end, cycle],
         "weld_speed_mps": length / 2 / weld_time,
         "tool_heading": headings,
         "deviation_events": [len(tr.bumps) for tr in trajectories],
         "seam_distance_definition": "max over robots of the tool tip's distance to its own seam half",
     }
-    return _Plan(trajectories, distance, phase["weld"], attrs)
+    return Plan(trajectories, distance, phase["weld"], attrs)
+
+
+Planner = Callable[[mujoco.MjModel, np.random.Generator, float, list[tuple[np.ndarray, float]]], Plan]
+"""``planner(model, rng, duration, bases) -> Plan``: randomize ``model`` (the episode's own copy:
+workpiece pose, payload, ...) and plan every robot's trajectory over ``duration`` seconds;
+``bases`` holds each robot's base position and yaw, in the order of ``SCENE_ROBOTS``."""
+
+PLANNERS: dict[str, Planner] = {"arm": _plan_arm, "weld": _plan_weld}
+"""Task planner of each scene."""
 
 
 # --------------------------------------------------------------------------- simulation
@@ -400,7 +426,7 @@ def simulate_episode(scene: str, seed: int, steps: int, camera: CameraConfig = C
     data = mujoco.MjData(model)
     mujoco.mj_kinematics(model, data)
     bases = [_base_frame(model, data, p) for p in prefixes]
-    plan = _plan_arm(model, rng, duration) if scene == "arm" else _plan_weld(model, rng, duration, bases)
+    plan = PLANNERS[scene](model, rng, duration, bases)
     mujoco.mj_setConst(model, data)
 
     robots = [RobotIndex.build(model, p) for p in prefixes]
