@@ -23,7 +23,6 @@ This module imports neither torch nor MuJoCo at import time, so spawned workers 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import sys
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from mmguard.errors import DataError, SpecError
+from mmguard.io.jsonio import jsonable
 from mmguard.seeding import derive_seed
 from mmguard.twin.interface import CameraConfig, Episode
 
@@ -80,26 +80,6 @@ def episode_seed(seed: int, episode: int) -> int:
     return derive_seed(int(seed), "twin", int(episode))
 
 
-def jsonable(obj: Any) -> Any:
-    """``obj`` with NumPy scalars/arrays, tuples and paths turned into plain JSON values."""
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, (str, int, bool)) or obj is None:
-        return obj
-    return str(obj)
-
-
 def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """``write(tmp)`` to a temporary name beside ``path``, then rename it onto ``path``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -112,7 +92,8 @@ def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(jsonable(obj), indent=2) + "\n"))
+    text = json.dumps(jsonable(obj), indent=2, default=str) + "\n"
+    replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def _simulator_name(fn: Callable) -> str:
@@ -231,10 +212,10 @@ def write_shard(path: Path, ep: Episode, *, episode: int, seed: int) -> None:
             f.attrs["episode"] = int(episode)
             f.attrs["seed"] = int(seed)
             f.attrs["steps"] = int(ep.steps)
-            f.attrs["channels_json"] = json.dumps(jsonable(ep.channels))
-            f.attrs["units_json"] = json.dumps(jsonable(ep.units))
-            f.attrs["phase_names_json"] = json.dumps(jsonable(list(ep.phase_names)))
-            f.attrs["attrs_json"] = json.dumps(jsonable(ep.attrs), sort_keys=True)
+            f.attrs["channels_json"] = json.dumps(jsonable(ep.channels), default=str)
+            f.attrs["units_json"] = json.dumps(jsonable(ep.units), default=str)
+            f.attrs["phase_names_json"] = json.dumps(jsonable(list(ep.phase_names)), default=str)
+            f.attrs["attrs_json"] = json.dumps(jsonable(ep.attrs), sort_keys=True, default=str)
 
     replace_atomically(path, write)
 
