@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mmguard.errors import DataError, SpecError
-from mmguard.io.checkpoint import atomic_write
+from mmguard.io.atomic import atomic_write
 
 __all__ = ["atomic_write"]  # re-exported for the data loaders
 

@@ -8,8 +8,6 @@ and ``json``; anything malformed raises a one-line :class:`CheckpointError`.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +16,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mmguard.errors import CheckpointError
+from mmguard.io.atomic import atomic_write
 from mmguard.io.jsonio import jsonable as _jsonable
 
 WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
-
-    A crash or error never leaves a half-written ``path`` behind.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+SCENES: tuple[str, ...] = ("arm", "weld")
+"""Scenes shipped with mmguard (``scenes/<name>.xml``); kept here, free of MuJoCo, so that storage
+and the CLI can validate a scene name without importing the simulator."""
+
 
 @dataclass(frozen=True)
 class CameraConfig:

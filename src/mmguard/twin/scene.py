@@ -33,9 +33,7 @@ import mujoco
 import numpy as np
 
 from mmguard.errors import DataError, SpecError
-
-SCENES: tuple[str, ...] = ("arm", "weld")
-"""Scenes shipped with mmguard (``scenes/<name>.xml``)."""
+from mmguard.twin.interface import SCENES  # noqa: E402  (re-exported: the scenes shipped with mmguard)
 
 SCENE_ROBOTS: dict[str, tuple[str, ...]] = {"arm": ("r0",), "weld": ("r0", "r1")}
 """Robot prefixes of each scene, in order."""

@@ -23,7 +23,6 @@ This module imports neither torch nor MuJoCo at import time, so spawned workers 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -34,13 +33,13 @@ from typing import Any
 import numpy as np
 
 from mmguard.errors import DataError, SpecError
+from mmguard.io.atomic import atomic_write
 from mmguard.io.jsonio import jsonable
 from mmguard.seeding import derive_seed
-from mmguard.twin.interface import CameraConfig, Episode
+from mmguard.twin.interface import SCENES, CameraConfig, Episode
 
 FORMAT = "mmguard-twin"
 FORMAT_VERSION = 1
-SCENES = ("arm", "weld")
 H5_SUFFIXES = (".h5", ".hdf5")
 PARTS_SUFFIX = ".parts"
 MANIFEST = "manifest.json"
@@ -81,14 +80,11 @@ def episode_seed(seed: int, episode: int) -> int:
 
 
 def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` to a temporary name beside ``path``, then rename it onto ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it onto ``path``.
+
+    A ``Path``-taking adapter over :func:`mmguard.io.checkpoint.atomic_write`.
+    """
+    atomic_write(path, lambda tmp: write(Path(tmp)))
 
 
 def _write_json(path: Path, obj: Any) -> None:
