@@ -8,6 +8,8 @@
    then re-evaluation of the trained models under the unseen fault spec (`mmguard eval`).
 4. Digital twin: the `arm` workcell's default small set (20 episodes x 50 steps of camera +
    kinematics) generated on the fly with 2 workers, then its info and a preview PNG.
+5. MMSSL on that twin (issue #5), quick mode: stage-1 MMAE, DAE baseline, compute block and
+   ablations over 2 seeds; the comparison table (paper table 1 layout) and its plots.
 
 Everything lands in ``--out`` (default ``demo_out``): summary.json, summary.md, the fault
 preview and statistics, the EMMA run directory and the unseen-fault evaluation.
@@ -144,6 +146,14 @@ def demo_command(
     # 4. the robot digital twin's default small set (issue #4): generated on the fly, never committed
     twin = _twin_slice(out, seed, log)
 
+    # 5. MMSSL detect-and-correct on the twin (issue #5), quick mode
+    from mmguard.mmssl.config import MmsslRunConfig
+    from mmguard.mmssl.run import run_mmssl
+
+    mcfg = MmsslRunConfig.quick_config(data=str(out / twin["file"]), seeds=[seed, seed + 1],
+                                       severity_sweep=False, analysis=False)
+    mmssl = run_mmssl(mcfg, out / "mmssl", log=lambda m: log(f"mmssl: {m}"))
+
     summary = {
         "dataset": DEMO_DATASET,
         "seed": seed,
@@ -153,6 +163,7 @@ def demo_command(
         "unseen_faults_f1": unseen_res["f1"],
         "unseen_counts": unseen_res["counts"],
         "twin": twin,
+        "mmssl": {k: mmssl[k] for k in ("errors", "detection", "ratios", "targets")},
         "outputs": sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()),
     }
     write_json(out / "summary.json", summary)
@@ -186,6 +197,18 @@ def demo_command(
             + " | ".join(f"{row[c][0]:.3f} ± {row[c][1]:.3f}" if c in row else "" for c in conds)
             + " |"
         )
+    lines += [
+        "",
+        "## MMSSL on the arm twin (quick: 2 seeds; combined error vs the clean input, mean ± std)",
+        "",
+        "| model | clean | faulty |",
+        "|---|---|---|",
+    ]
+    for key, row in mmssl["errors"].items():
+        lines.append(f"| {key} | {row['clean']['combined'][0]:.3f} ± {row['clean']['combined'][1]:.3f} | "
+                     f"{row['faulty']['combined'][0]:.3f} ± {row['faulty']['combined'][1]:.3f} |")
+    d = mmssl["detection"]
+    lines.append(f"\nDetection AUROC {d['auroc'][0]:.3f} ± {d['auroc'][1]:.3f}; plots in `mmssl/`.")
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
     if json_out:
         print_json(summary)

@@ -38,11 +38,12 @@ def _root(
 
 
 def _register() -> None:
-    from mmguard.cli import data_cmd, demo_cmd, emma_cmd, eval_cmd, faults_cmd, twin_cmd
+    from mmguard.cli import data_cmd, demo_cmd, emma_cmd, eval_cmd, faults_cmd, mmssl_cmd, twin_cmd
 
     app.add_typer(faults_cmd.app, name="faults", help="List fault types and preview them.")
     app.add_typer(data_cmd.app, name="data", help="Inspect datasets.")
     app.add_typer(emma_cmd.app, name="emma", help="EMMA: energy-based multi-modal attention.")
+    app.add_typer(mmssl_cmd.app, name="mmssl", help="MMSSL: detect and correct failing modalities.")
     app.add_typer(twin_cmd.app, name="twin", help="Generate, inspect and preview digital-twin datasets.")
     app.command(name="eval")(eval_cmd.eval_command)
     app.command(name="demo")(demo_cmd.demo_command)

@@ -96,10 +96,10 @@ class ModalitySpec:
                 channels=tuple(d.get("channels", ())),
                 units=tuple(d.get("units", ())),
             )
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
             if isinstance(exc, SpecError):
                 raise
-            raise SpecError(f"malformed modality spec {dict(d)!r}: {exc}") from None
+            raise SpecError(f"malformed modality spec {d!r}: {exc}") from None
 
 
 def infer_spec(name: str, values: torch.Tensor | np.ndarray, kind: str | None = None) -> ModalitySpec:

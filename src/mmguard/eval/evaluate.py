@@ -7,8 +7,11 @@ split with the given seed, and every model is scored per *condition*: ``clean``,
 distinct fault pattern (e.g. ``ip:gaussian_noise`` or ``ip:stuck_at+dm:drift`` for a
 common-cause failure), and ``all``.
 
-Run loaders are registered per method (``emma`` today); a new method registers its own
-loader returning a :class:`LoadedRun` and reuses everything else.
+Run loaders are registered per method (``emma``, ``mmssl``); a new method registers its own
+loader returning a :class:`LoadedRun` and reuses everything else. Classifier runs (EMMA)
+are scored by F1 per condition; a run whose models do something else (MMSSL reconstructs
+and detects) supplies an ``evaluator`` that receives the faulty test batch, the clean
+test batch and the per-sample condition labels, and returns its metrics per condition.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class LoadedRun:
     models: dict[str, Predictor]
     thresholds: dict[str, torch.Tensor | None]  # per model: (S,) or None (multi-class)
     num_classes: int
+    evaluator: Callable[[MultimodalBatch, MultimodalBatch, list[str]], dict[str, Any]] | None = None
 
 
 RUN_LOADERS: dict[str, Callable[[Path, dict[str, Any], str | None], LoadedRun]] = {}
@@ -72,6 +76,7 @@ def load_run(run_dir: str | Path, data_dir: str | None = None) -> LoadedRun:
 
 def _import_loaders() -> None:
     import mmguard.emma.eval_run  # noqa: F401  (registers "emma")
+    import mmguard.mmssl.eval_run  # noqa: F401  (registers "mmssl")
 
 
 def condition_labels(batch: MultimodalBatch) -> list[str]:
@@ -97,20 +102,24 @@ def _score(
 
 
 def evaluate_run(run: LoadedRun, spec_source: Any, *, seed: int = 0) -> dict[str, Any]:
-    """F1 (mean ± std over the run's seeds) per model and condition under ``spec_source``."""
+    """Metrics (mean ± std over the run's seeds) per model and condition under ``spec_source``:
+    F1 for classifier runs, the run's own ``evaluator`` otherwise."""
     spec = load_spec(spec_source)
     faulty = apply_faults(run.test, spec, seed=seed)
     labels = condition_labels(faulty)
     uniq = ["all"] + sorted(set(labels), key=lambda s: (s != "clean", s))
     lab = np.asarray(labels)
-    y = faulty.target.long()
     out: dict[str, Any] = {
         "method": run.method,
         "spec": spec.to_dict(),
         "seed": seed,
         "counts": {u: int(len(lab) if u == "all" else (lab == u).sum()) for u in uniq},
-        "f1": {},
     }
+    if run.evaluator is not None:
+        out.update(run.evaluator(faulty, run.test, labels))
+        return out
+    out["f1"] = {}
+    y = faulty.target.long()
     for name, predict in run.models.items():
         logits = predict(faulty)
         row = {}

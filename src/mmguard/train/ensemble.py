@@ -87,6 +87,9 @@ def where_members(
     """Per-member choice between two state dicts: ``new[g]`` where ``improved[g]`` else ``old[g]``."""
     out = {}
     g = improved.shape[0]
+    if g == 1:  # a single (non-ensemble) model: its tensors need no leading member axis
+        src = new if bool(improved[0]) else old
+        return {k: v.clone() for k, v in src.items()}
     for k, v in new.items():
         if v.ndim == 0 or v.shape[0] != g:  # shared buffers without an ensemble axis
             out[k] = v.clone()

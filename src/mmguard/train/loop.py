@@ -7,6 +7,10 @@ random numbers across a configuration grid), each stream its own seeded order.
 
 ``loss_fn(model, batch) -> (G,)`` returns each member's mean loss on its minibatch; the
 loop minimises their sum (members stay independent, see :mod:`mmguard.train.ensemble`).
+Between ``backward`` and the optimizer step ``grad_hook()`` may rewrite the gradients
+(MMSSL's layer-specific Lipschitz modulation: amplification, renormalization, clipping);
+``optimizer(params)`` replaces the default Adam (MMSSL's stage 2 uses SGD, under which
+group-wise gradient scaling is not cancelled by per-parameter normalization).
 After every step ``after_step()`` runs (constraint projection). After every epoch the
 validation loss ``val_fn(model, val_data) -> (G,)`` is computed and each member's best
 state is kept (early stopping on validation loss); the best states are loaded at the end.
@@ -66,6 +70,8 @@ def train_ensemble(
     parameters: Sequence[nn.Parameter] | None = None,
     progress: Callable[[int, torch.Tensor], None] | None = None,
     order_stream: int = 7,
+    optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None,
+    grad_hook: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` (G members) and restore each member's best-validation state."""
     val_fn = val_fn or loss_fn
@@ -74,7 +80,7 @@ def train_ensemble(
     params = (
         list(parameters) if parameters is not None else [p for p in model.parameters() if p.requires_grad]
     )
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = optimizer(params) if optimizer is not None else torch.optim.Adam(params, lr=lr)
     gens = [member_generator(s, order_stream) for s in stream_seeds]
     val_batch = full_stream_batch(val_data, member_stream)
 
@@ -97,6 +103,8 @@ def train_ensemble(
             losses = loss_fn(model, batch)
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
+            if grad_hook is not None:
+                grad_hook()
             opt.step()
             if after_step is not None:
                 after_step()

@@ -1,0 +1,84 @@
+"""`mmguard mmssl run`: the MMSSL protocol (issue #5) on a digital-twin file into a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from mmguard.cli.common import print_json
+from mmguard.errors import SpecError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="MMSSL: detect and correct failing modalities (layer-specific Lipschitz modulation).",
+)
+console = Console(stderr=True, log_path=False)
+
+
+def build_config(quick: bool, **fields):
+    from mmguard.mmssl.config import MmsslRunConfig
+
+    fields = {k: v for k, v in fields.items() if v is not None}
+    try:
+        return MmsslRunConfig.quick_config(**fields) if quick else MmsslRunConfig(**fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        raise SpecError(f"invalid MMSSL option {loc}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+@app.command("run")
+def run_command(
+    data: Path = typer.Option(..., "--data", help="Digital-twin HDF5 file (`mmguard twin generate`)."),
+    out: Path = typer.Option(..., "--out", help="Run directory (config, metrics, report, plots, weights)."),
+    quick: bool = typer.Option(
+        False, "--quick", help="CI-sized run: 2 seeds, <= 24 episodes, short training."
+    ),
+    seeds: int | None = typer.Option(None, "--seeds", min=1, help="Number of seeds (default 5; quick 2)."),
+    seed: int = typer.Option(0, "--seed", help="First seed; seeds are seed, seed+1, ..."),
+    modalities: str | None = typer.Option(
+        None, "--modalities", help="Comma-separated (default camera,kinematics)."
+    ),
+    episodes: int | None = typer.Option(None, "--episodes", min=3, help="Use only the first N episodes."),
+    analysis: bool = typer.Option(True, "--analysis/--no-analysis", help="Lipschitz/entropy/t-SNE analyses."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads."),
+    json_out: bool = typer.Option(False, "--json", help="Print the headline metrics as JSON."),
+) -> None:
+    """Stage 1 (MMAE), DAE baseline, stage 2 (compute block + ablations) over seeds; report on test."""
+    from mmguard.mmssl.run import run_mmssl
+
+    if not data.is_file():
+        raise SpecError(f"--data {str(data)!r}: no such file")
+    n = seeds if seeds is not None else (2 if quick else 5)
+    cfg = build_config(
+        quick,
+        data=str(data),
+        seeds=list(range(seed, seed + n)),
+        modalities=[m.strip() for m in modalities.split(",")] if modalities else None,
+        max_episodes=episodes,
+        analysis=analysis,
+        threads=threads,
+    )
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"--out {str(out)!r} exists and is not a directory")
+    metrics = run_mmssl(cfg, out, log=lambda msg: console.log(f"MMSSL: {msg}"))
+    if json_out:
+        print_json({k: metrics[k] for k in ("errors", "detection", "ratios", "targets", "seeds", "timing")})
+        return
+    typer.echo(f"test combined error (mean ± std over {len(metrics['seeds'])} seeds), written to {out}/")
+    typer.echo(f"{'model':<28}{'clean':>22}{'faulty':>22}")
+    for m, row in metrics["errors"].items():
+        typer.echo(
+            f"{m:<28}"
+            + "".join(
+                f"{row[s]['combined'][0]:>14.4f} ± {row[s]['combined'][1]:.3f}" for s in ("clean", "faulty")
+            )
+        )
+    d = metrics["detection"]
+    typer.echo(
+        f"detection: AUROC {d['auroc'][0]:.4f} ± {d['auroc'][1]:.4f}, F1 {d['f1'][0]:.4f}, "
+        f"false alarms {d['false_alarm_rate'][0]:.4f}"
+    )

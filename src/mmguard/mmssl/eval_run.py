@@ -1,0 +1,112 @@
+"""Load an MMSSL run directory for :mod:`mmguard.eval.evaluate` (registers method "mmssl").
+
+``mmguard eval --run DIR --faults SPEC`` then reports, per condition (``clean``, each fault
+pattern, ``all``) and per model, camera / sensor / combined errors against the clean test
+input, and for the detector the detection rate at the saved gate and the AUROC of the
+condition's samples against the clean test split — mean ± std over the run's seeds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+
+from mmguard.data.model import MultimodalBatch
+from mmguard.data.preprocessing import Standardizer
+from mmguard.errors import CheckpointError, DataError
+from mmguard.eval.evaluate import LoadedRun, register_run_loader
+from mmguard.eval.metrics import binary_auroc
+from mmguard.io.checkpoint import load_checkpoint
+from mmguard.mmssl.config import MmsslRunConfig
+from mmguard.mmssl.experiment import load_splits
+from mmguard.mmssl.pipeline import MmsslModels, group_errors, modality_groups, per_sample_errors
+
+
+def _mean_std(values: list[float]) -> list[float]:
+    a = np.asarray(values, dtype=np.float64)
+    return [float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0]
+
+
+def make_evaluator(seeds: dict[int, MmsslModels]):
+    def evaluate(faulty: MultimodalBatch, clean: MultimodalBatch, labels: list[str]) -> dict[str, Any]:
+        lab = np.asarray(labels)
+        conds = ["all"] + sorted(set(labels), key=lambda s: (s != "clean", s))
+        groups = modality_groups(clean.specs)
+        errors: dict[str, dict[str, dict[str, list[float]]]] = {}
+        det: dict[str, dict[str, list[float]]] = {"detection_rate": {}, "auroc": {}}
+        per_seed_err: dict[str, dict[str, dict[str, list[float]]]] = {}
+        per_seed_det: dict[str, dict[str, list[float]]] = {"detection_rate": {}, "auroc": {}}
+        for models in seeds.values():
+            outs, d = models.outputs(faulty.modalities, oracle=faulty.mask_or_clean().any(1))
+            _, clean_scores, _ = models.detect(clean.modalities)
+            ref = clean_scores[models.full].amax(-1)
+            thr = models.thresholds[models.full]
+            for name, recon in outs.items():
+                err = group_errors(per_sample_errors(recon, clean.modalities, clean.names), groups)
+                for c in conds:
+                    keep = (
+                        torch.ones(len(lab), dtype=torch.bool) if c == "all" else torch.from_numpy(lab == c)
+                    )
+                    row = per_seed_err.setdefault(name, {}).setdefault(c, {})
+                    for k, v in err.items():
+                        row.setdefault(k, []).append(float(v[keep].mean()))
+            for c in conds:
+                keep = torch.ones(len(lab), dtype=torch.bool) if c == "all" else torch.from_numpy(lab == c)
+                s = d["sample_score"][keep]
+                per_seed_det["detection_rate"].setdefault(c, []).append(float((s > thr).float().mean()))
+                if c not in ("clean", "all"):
+                    y = torch.cat(
+                        [torch.zeros(len(ref), dtype=torch.bool), torch.ones(len(s), dtype=torch.bool)]
+                    )
+                    per_seed_det["auroc"].setdefault(c, []).append(
+                        float(binary_auroc(torch.cat([ref, s]), y)[0])
+                    )
+        for name, rows in per_seed_err.items():
+            errors[name] = {c: {k: _mean_std(v) for k, v in r.items()} for c, r in rows.items()}
+        for key, rows in per_seed_det.items():
+            det[key] = {c: _mean_std(v) for c, v in rows.items()}
+        return {"errors": errors, "detection": det}
+
+    return evaluate
+
+
+@register_run_loader("mmssl")
+def load_mmssl_run(run_dir: Path, config: dict[str, Any], data_dir: str | None) -> LoadedRun:
+    fields = {k: v for k, v in config.items() if k in MmsslRunConfig.model_fields}
+    if data_dir is not None and "data" in fields:
+        fields["data"] = str(Path(data_dir) / Path(str(fields["data"]).removeprefix("twin:")).name)
+    try:
+        cfg = MmsslRunConfig(**fields)
+    except ValidationError as exc:
+        raise CheckpointError(f"{str(run_dir)!r}: malformed run config: {exc.errors()[0]['msg']}") from None
+    splits = load_splits(cfg)
+    tensors, _ = load_checkpoint(run_dir / "preprocessing")
+    saved = Standardizer.from_state_tensors(tensors, list(splits.train.names))
+    for n in splits.train.names:
+        if not (
+            torch.allclose(saved.mean[n], splits.standardizer.mean[n], atol=1e-5)
+            and torch.allclose(saved.std[n], splits.standardizer.std[n], atol=1e-5)
+        ):
+            raise DataError(
+                f"the data of {cfg.data!r} differ from those the run was trained on "
+                f"(preprocessing statistics of modality {n!r} do not match)"
+            )
+    seeds = {}
+    for seed in cfg.seeds:
+        d = run_dir / "models" / f"seed{seed}"
+        if not d.is_dir():
+            raise CheckpointError(f"{str(run_dir)!r} lacks the models of seed {seed} ({str(d)!r})")
+        seeds[seed] = MmsslModels.load(d)
+    return LoadedRun(
+        method="mmssl",
+        config=config,
+        test=splits.test,
+        models={},
+        thresholds={},
+        num_classes=0,
+        evaluator=make_evaluator(seeds),
+    )

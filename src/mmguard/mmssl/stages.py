@@ -1,0 +1,320 @@
+"""Training of MMSSL's two stages (and of the DAE baseline) with the one training loop
+:func:`mmguard.train.loop.train_ensemble`.
+
+* :func:`train_autoencoder` — stage 1 (MMAE: clean inputs → clean targets) or the denoising
+  baseline (DAE: a fresh corruption draw of the training mix every epoch → clean targets).
+  One model per call: a grouped-convolution ensemble was measured 1.9x *slower* than
+  sequential models on CPU (docs/mmssl.md, "Performance"), so seeds run one after another.
+* :func:`train_compute_block` — stage 2 with the stage-1 autoencoder frozen: the detector,
+  the corrector, and every ablation train as members of one batched ensemble on latents
+  encoded once (``corruption_draws`` corrupted draws of the training split, cycled per epoch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmguard.data.model import MultimodalBatch
+from mmguard.faults import FaultSpec, apply_faults
+from mmguard.mmssl.autoencoder import MultimodalAutoencoder
+from mmguard.mmssl.compute import ComputeBlock
+from mmguard.mmssl.config import AutoencoderConfig, ComputeConfig
+from mmguard.mmssl.gate import calibrate_threshold, sample_scores
+from mmguard.mmssl.losses import contrastive_detector_loss, latent_loss, reconstruction_loss
+from mmguard.mmssl.modulation import modulate_gradients
+from mmguard.seeding import derive_seed
+from mmguard.train.loop import TrainResult, train_ensemble
+
+CHUNK = 512
+VARIANTS = ("full", "no_amplification", "no_renormalization", "no_contraction")
+
+
+class _Single(nn.Module):
+    """Presents one autoencoder to the ensemble loop as a single member."""
+
+    def __init__(self, ae: MultimodalAutoencoder) -> None:
+        super().__init__()
+        self.ae = ae
+
+
+def _stream(batch: MultimodalBatch, prefix: str = "") -> dict[str, torch.Tensor]:
+    return {prefix + n: batch.modalities[n].unsqueeze(0) for n in batch.names}
+
+
+@torch.no_grad()
+def encode(ae: MultimodalAutoencoder, xs: Mapping[str, torch.Tensor], chunk: int = CHUNK) -> torch.Tensor:
+    """Joint latents (N, d) in chunks (bounded memory), eval mode."""
+    ae.eval()
+    n = next(iter(xs.values())).shape[0]
+    return torch.cat([ae.encode({k: v[i : i + chunk] for k, v in xs.items()}) for i in range(0, n, chunk)])
+
+
+@torch.no_grad()
+def decode(ae: MultimodalAutoencoder, z: torch.Tensor, chunk: int = CHUNK) -> dict[str, torch.Tensor]:
+    ae.eval()
+    parts = [ae.decode(z[i : i + chunk]) for i in range(0, z.shape[0], chunk)]
+    return {n: torch.cat([p[n] for p in parts]) for n in ae.names}
+
+
+def train_autoencoder(
+    train: MultimodalBatch,
+    val: MultimodalBatch,
+    cfg: AutoencoderConfig,
+    *,
+    seed: int,
+    denoise_spec: FaultSpec | None = None,
+    progress: Callable[[int, torch.Tensor], None] | None = None,
+) -> tuple[MultimodalAutoencoder, TrainResult]:
+    """Stage 1 (``denoise_spec=None``: MMAE) or the DAE baseline (inputs corrupted by the spec)."""
+    torch.manual_seed(derive_seed(seed, "mmssl", "ae-init", denoise_spec is not None))
+    ae = MultimodalAutoencoder(train.specs, cfg)
+    names = train.names
+    data = _stream(train)
+    val_data = _stream(val)
+    if denoise_spec is not None:
+        data.update(_stream(apply_faults(train, denoise_spec, seed=derive_seed(seed, "dae", 0)), "in:"))
+        val_data.update(_stream(apply_faults(val, denoise_spec, seed=derive_seed(seed, "dae-val")), "in:"))
+
+    def inputs(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        key = "in:" if denoise_spec is not None else ""
+        return {n: batch[key + n][0] for n in names}
+
+    def loss_fn(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        recon = model.ae(inputs(batch))
+        return reconstruction_loss(recon, {n: batch[n][0] for n in names}).reshape(1)
+
+    def val_fn(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        xs = inputs(batch)
+        n = next(iter(xs.values())).shape[0]
+        total = torch.zeros(())
+        for i in range(0, n, CHUNK):
+            recon = model.ae({k: v[i : i + CHUNK] for k, v in xs.items()})
+            total = total + sum(
+                ((recon[m] - batch[m][0, i : i + CHUNK]) ** 2).reshape(recon[m].shape[0], -1).mean(1).sum()
+                for m in names
+            )
+        return (total / n).reshape(1)
+
+    def on_epoch_start(epoch: int) -> None:
+        if denoise_spec is not None and epoch > 1:
+            data.update(
+                _stream(apply_faults(train, denoise_spec, seed=derive_seed(seed, "dae", epoch)), "in:")
+            )
+
+    wrapped = _Single(ae)
+    result = train_ensemble(
+        wrapped,
+        loss_fn,
+        data,
+        val_data,
+        member_stream=torch.zeros(1, dtype=torch.long),
+        stream_seeds=[derive_seed(seed, "ae-order")],
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        val_fn=val_fn,
+        on_epoch_start=on_epoch_start,
+        patience=cfg.patience,
+        progress=progress,
+    )
+    ae.eval()
+    for p in ae.parameters():
+        p.requires_grad_(False)
+    return ae, result
+
+
+@dataclass
+class LatentScale:
+    """Scalar affine normalization of the joint latent, fitted on clean training latents.
+
+    A *scalar* σ keeps Lipschitz constants unchanged between raw and normalized latents.
+    """
+
+    mean: torch.Tensor  # (d,)
+    std: torch.Tensor  # ()
+
+    def to_unit(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.mean) / self.std
+
+    def from_unit(self, u: torch.Tensor) -> torch.Tensor:
+        return u * self.std + self.mean
+
+
+def variant_settings(variants: Sequence[str], cfg: ComputeConfig) -> dict[str, torch.Tensor]:
+    """Per-member γ, renormalize, τ and contraction flags for the full model and ablations."""
+    gamma, renorm, tau, contract = [], [], [], []
+    inf = float("inf")
+    for v in variants:
+        if v not in VARIANTS:
+            raise ValueError(f"unknown MMSSL variant {v!r}; known: {list(VARIANTS)}")
+        gamma.append(1.0 if v == "no_amplification" else cfg.gamma)
+        renorm.append(cfg.renormalize and v != "no_renormalization")
+        tau.append(inf if (v == "no_contraction" or cfg.clip_tau is None) else cfg.clip_tau)
+        contract.append(v != "no_contraction")
+    return {
+        "gamma": torch.tensor(gamma, dtype=torch.float64),
+        "renormalize": torch.tensor(renorm),
+        "clip_tau": torch.tensor(tau, dtype=torch.float64),
+        "contract": torch.tensor(contract),
+    }
+
+
+@dataclass
+class ComputeResult:
+    block: ComputeBlock
+    variants: tuple[str, ...]
+    scale: LatentScale
+    thresholds: torch.Tensor  # (G,)
+    modality_thresholds: torch.Tensor  # (G, M)
+    train: TrainResult
+    settings: dict[str, torch.Tensor]
+
+
+def train_compute_block(
+    ae: MultimodalAutoencoder,
+    train: MultimodalBatch,
+    val: MultimodalBatch,
+    spec: FaultSpec,
+    cfg: ComputeConfig,
+    *,
+    seed: int,
+    variants: Sequence[str] = VARIANTS,
+    progress: Callable[[int, torch.Tensor], None] | None = None,
+) -> ComputeResult:
+    """Stage 2: encode clean + corrupted latents once, train all variants as one ensemble, calibrate gates."""
+    variants = tuple(variants)
+    g = len(variants)
+    m = train.num_modalities
+    z_clean = encode(ae, train.modalities)
+    scale = LatentScale(mean=z_clean.mean(0), std=z_clean.std().clamp_min(1e-6))
+    draws_z, draws_mask = [], []
+    for k in range(cfg.corruption_draws):
+        faulty = apply_faults(train, spec, seed=derive_seed(seed, "stage2", k))
+        draws_z.append(scale.to_unit(encode(ae, faulty.modalities)))
+        draws_mask.append(faulty.mask_or_clean().float())
+    val_faulty = apply_faults(val, spec, seed=derive_seed(seed, "stage2-val"))
+    zc_val = scale.to_unit(encode(ae, val.modalities))
+    zf_val = scale.to_unit(encode(ae, val_faulty.modalities))
+    zc = scale.to_unit(z_clean)
+    rows = torch.arange(len(train))
+    data = {
+        "z": zc.unsqueeze(0),
+        "zf": draws_z[0].unsqueeze(0),
+        "mask": draws_mask[0].unsqueeze(0),
+        "row": rows.unsqueeze(0),
+    }
+    r_val = min(len(val), 64)
+    val_data = {
+        "z": zc_val.unsqueeze(0),
+        "zf": zf_val.unsqueeze(0),
+        "mask": val_faulty.mask_or_clean().float().unsqueeze(0),
+        "row": torch.arange(len(val)).unsqueeze(0),
+    }
+    settings = variant_settings(variants, cfg)
+    block = ComputeBlock(
+        [derive_seed(seed, "compute")] * g,
+        ae.latent_dim,
+        m,
+        detector_hidden=cfg.detector_hidden,
+        embedding=cfg.embedding_dim,
+        corrector_hidden=cfg.corrector_hidden,
+        bound=cfg.lipschitz_bound,
+        contract=settings["contract"],
+    )
+    decoders = ae.decoders
+
+    def recon_term(
+        corrected: torch.Tensor, rows_: torch.Tensor, source: MultimodalBatch, r: int
+    ) -> torch.Tensor:
+        if cfg.recon_weight == 0 or r == 0:
+            return torch.zeros(g)
+        zr = scale.from_unit(corrected[:, :r]).reshape(g * r, -1)
+        idx = rows_[:r]
+        total = torch.zeros(g)
+        for name in ae.names:
+            out = decoders[name](zr).reshape(g, r, -1)
+            target = source.modalities[name][idx].reshape(1, r, -1)
+            total = total + (out - target).pow(2).mean((1, 2))
+        return total
+
+    def objective(
+        model: nn.Module, batch: Mapping[str, torch.Tensor], source: MultimodalBatch, r: int
+    ) -> torch.Tensor:
+        scores, corrected = model(batch["zf"])
+        det = contrastive_detector_loss(scores, batch["mask"], cfg.margin)
+        lat = latent_loss(corrected, batch["z"])
+        rec = recon_term(corrected, batch["row"][0], source, r)
+        return det + lat + cfg.recon_weight * rec
+
+    def loss_fn(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return objective(model, batch, train, min(cfg.recon_samples, batch["row"].shape[1]))
+
+    def val_fn(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return objective(model, batch, val, r_val)
+
+    def on_epoch_start(epoch: int) -> None:
+        k = (epoch - 1) % len(draws_z)
+        data["zf"], data["mask"] = draws_z[k].unsqueeze(0), draws_mask[k].unsqueeze(0)
+
+    def grad_hook() -> None:
+        modulate_gradients(
+            block.detection_parameters(),
+            block.correction_parameters(),
+            gamma=settings["gamma"],
+            renormalize=settings["renormalize"],
+            clip_tau=settings["clip_tau"],
+        )
+
+    def optimizer(params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        if cfg.optimizer == "adam":
+            return torch.optim.Adam(params, lr=cfg.lr)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+
+    result = train_ensemble(
+        block,
+        loss_fn,
+        data,
+        val_data,
+        member_stream=torch.zeros(g, dtype=torch.long),
+        stream_seeds=[derive_seed(seed, "compute-order")],
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        val_fn=val_fn,
+        on_epoch_start=on_epoch_start,
+        patience=cfg.patience,
+        progress=progress,
+        optimizer=optimizer,
+        grad_hook=grad_hook,
+        after_step=block.corrector.project,
+    )
+    block.eval()
+    for p in block.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        clean_scores = block.detector(zc_val.unsqueeze(0).expand(g, -1, -1))  # (G, Nv, M)
+    thresholds = calibrate_threshold(sample_scores(clean_scores), cfg.false_alarm_rate)
+    mod_thr = calibrate_threshold(clean_scores.transpose(1, 2), cfg.false_alarm_rate)
+    return ComputeResult(
+        block=block,
+        variants=variants,
+        scale=scale,
+        thresholds=thresholds,
+        modality_thresholds=mod_thr,
+        train=result,
+        settings=settings,
+    )
+
+
+def summary(result: TrainResult) -> dict[str, Any]:
+    """JSON-ready training summary (per member best epoch and validation loss)."""
+    return {
+        "best_epoch": result.best_epoch.tolist(),
+        "best_val": result.best_val.tolist(),
+        "epochs_run": result.epochs_run,
+        "val_history": [v.tolist() for v in result.val_history],
+    }
