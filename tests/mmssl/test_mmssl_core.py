@@ -276,9 +276,12 @@ def test_projection_enforces_exact_bound_at_init_and_after_blowup() -> None:
     assert bool((corr.lipschitz_upper_bound() > 1.0).all())
     corr.project()
     assert bool((corr.lipschitz_upper_bound() <= BOUND + 1e-5).all())
-    # every blown-up layer lands on the per-layer bound c = bound^(1/L)
-    torch.testing.assert_close(corr.spectral_norms(), torch.full((3, 4), BOUND ** (1 / 3)), rtol=1e-5, atol=0)
-    assert corr.per_layer_bound == pytest.approx(BOUND ** (1 / 3))
+    # every blown-up layer lands on the per-layer bound c = (bound - a)^(1/L), a = skip coefficient
+    a = corr.skip().detach()
+    assert bool(((a > 0) & (a < BOUND)).all())
+    c = (BOUND - a) ** (1 / 3)
+    torch.testing.assert_close(corr.spectral_norms(), c.expand(3, 4), rtol=1e-5, atol=0)
+    torch.testing.assert_close(corr.per_layer_bound(), c)
 
 
 def test_spectral_norm_is_exact() -> None:
@@ -804,3 +807,27 @@ def test_train_compute_block_is_deterministic(stage2) -> None:
     for k in s1:
         assert torch.equal(s1[k], s2[k]), k
     assert torch.equal(r1.scale.mean, r2.scale.mean) and torch.equal(r1.scale.std, r2.scale.std)
+
+
+def test_bound_holds_for_any_skip_coefficient() -> None:
+    """Lip(C) <= a + prod ||W_l|| <= bound whatever the learnt skip coefficient a is."""
+    corr = _corrector(contract=None)
+    with torch.no_grad():
+        corr.skip_logit.copy_(torch.tensor([-5.0, 0.0, 3.0, 10.0]))
+        for layer in corr.layers:
+            layer.weight.mul_(20.0)
+    corr.project()
+    assert bool((corr.lipschitz_upper_bound() <= BOUND + 1e-5).all())
+    assert bool((_empirical_ratios(corr) <= BOUND * (1 + 1e-6)).all())
+
+
+def test_saturation_bounds_the_output_and_keeps_the_contraction() -> None:
+    """phi(z) = s tanh(z / s) keeps Lip(C) <= bound and bounds C on inputs of unseen magnitude."""
+    corr = _corrector(contract=None)
+    corr.set_saturation(torch.full((8,), 2.0))
+    assert bool((_empirical_ratios(corr) <= BOUND * (1 + 1e-6)).all())
+    with torch.no_grad():
+        small = corr(torch.full((4, 1, 8), 1e3))
+        huge = corr(torch.full((4, 1, 8), 1e6))
+    torch.testing.assert_close(small, huge)  # both saturated: far-away inputs map to the same point
+    assert bool((small.abs() < 100).all())

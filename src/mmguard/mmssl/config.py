@@ -39,6 +39,7 @@ class ComputeConfig(BaseModel):
     embedding_dim: int = Field(16, ge=1)
     margin: float = Field(2.0, gt=0)
     corrector_hidden: list[int] = Field(default_factory=lambda: [256, 256])
+    corrector_activation: Literal["maxmin", "relu"] = "maxmin"
     lipschitz_bound: float = Field(0.95, gt=0)
     recon_weight: float = Field(0.1, ge=0)
     recon_samples: int = Field(16, ge=0)

@@ -164,6 +164,7 @@ class MmsslModels:
             embedding=ccfg.embedding_dim,
             corrector_hidden=ccfg.corrector_hidden,
             bound=ccfg.lipschitz_bound,
+            activation=ccfg.corrector_activation,
         )
         state = {k[len("block.") :]: v for k, v in tensors.items() if k.startswith("block.")}
         _load_state(block, state, d / "compute")

@@ -224,8 +224,10 @@ def train_compute_block(
         embedding=cfg.embedding_dim,
         corrector_hidden=cfg.corrector_hidden,
         bound=cfg.lipschitz_bound,
+        activation=cfg.corrector_activation,
         contract=settings["contract"],
     )
+    block.corrector.set_saturation(1.5 * zc.abs().amax(0))
     decoders = ae.decoders
 
     def recon_term(
