@@ -71,7 +71,8 @@ class Corrector(nn.Module):
     far from it, so faults of unseen magnitude (a drift of 10 standard deviations) cannot push
     the corrected latent arbitrarily far. a ∈ (0, bound) is a learnable per-member scalar
     (a = bound·sigmoid(θ), initialised at 0.5) and f an MLP with MaxMin activations.
-    ``project()`` scales every weight matrix of f to spectral norm ≤ c = (bound − a)^(1/L), so by the triangle inequality
+    ``project()`` scales every weight matrix of f to spectral norm ≤ c = (bound − a)^(1/L), so by
+    the triangle inequality
     Lip(C) ≤ a + Π_l ‖W_l‖₂ ≤ bound < 1 for every member flagged ``contract``.
 
     Design decision: a plain spectrally normalised ReLU MLP (our first version) collapsed to a
