@@ -104,6 +104,8 @@ def test_eval_reuses_the_run(run_dir, tmp_path):
     (["--data", "/nonexistent/twin.h5"], "no such file"),
     (["--modalities", "camera"], "at least 2 distinct modalities"),
     (["--modalities", "camera,sonar"], "unknown modality 'sonar'"),
+    (["--optimizer", "rmsprop"], "optimizer"),
+    (["--ae-epochs", "0"], "--ae-epochs"),
 ])
 def test_bad_input_is_one_line_exit_2(twin_file, tmp_path, args, needle):
     base = ["mmssl", "run", "--out", str(tmp_path / "r"), "--quick"]

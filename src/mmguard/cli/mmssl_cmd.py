@@ -30,6 +30,32 @@ def build_config(quick: bool, **fields):
         raise SpecError(f"invalid MMSSL option {loc}: {err['msg']} (got {err.get('input')!r})") from None
 
 
+def _stage_overrides(quick: bool, ae_epochs: int | None, stage2_epochs: int | None, optimizer: str | None):
+    """Stage configs with the command-line overrides applied (None: the mode's defaults)."""
+    from mmguard.mmssl.config import AutoencoderConfig, ComputeConfig, MmsslRunConfig
+
+    if ae_epochs is None and stage2_epochs is None and optimizer is None:
+        return None, None
+    base = MmsslRunConfig.quick_config(data="-") if quick else MmsslRunConfig(data="-")
+    try:
+        ae = AutoencoderConfig(
+            **{**base.autoencoder.model_dump(), **({"epochs": ae_epochs} if ae_epochs else {})}
+        )
+        upd = {
+            **({"epochs": stage2_epochs} if stage2_epochs else {}),
+            **({"optimizer": optimizer} if optimizer else {}),
+        }
+        if optimizer == "adam":
+            upd["lr"] = 1e-3
+        comp = ComputeConfig(**{**base.compute.model_dump(), **upd})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise SpecError(
+            f"invalid MMSSL option {err['loc'][0]}: {err['msg']} (got {err.get('input')!r})"
+        ) from None
+    return ae, comp
+
+
 @app.command("run")
 def run_command(
     data: Path = typer.Option(..., "--data", help="Digital-twin HDF5 file (`mmguard twin generate`)."),
@@ -44,6 +70,16 @@ def run_command(
     ),
     episodes: int | None = typer.Option(None, "--episodes", min=3, help="Use only the first N episodes."),
     analysis: bool = typer.Option(True, "--analysis/--no-analysis", help="Lipschitz/entropy/t-SNE analyses."),
+    sweep: bool = typer.Option(True, "--sweep/--no-sweep", help="Severity sweeps."),
+    ae_epochs: int | None = typer.Option(
+        None, "--ae-epochs", min=1, help="Stage-1 / DAE epochs (default 30)."
+    ),
+    stage2_epochs: int | None = typer.Option(
+        None, "--stage2-epochs", min=1, help="Stage-2 epochs (default 40)."
+    ),
+    optimizer: str | None = typer.Option(
+        None, "--optimizer", help="Stage-2 optimizer: sgd (default) or adam."
+    ),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads."),
     json_out: bool = typer.Option(False, "--json", help="Print the headline metrics as JSON."),
 ) -> None:
@@ -53,8 +89,12 @@ def run_command(
     if not data.is_file():
         raise SpecError(f"--data {str(data)!r}: no such file")
     n = seeds if seeds is not None else (2 if quick else 5)
+    ae, comp = _stage_overrides(quick, ae_epochs, stage2_epochs, optimizer)
     cfg = build_config(
         quick,
+        autoencoder=ae,
+        compute=comp,
+        severity_sweep=sweep,
         data=str(data),
         seeds=list(range(seed, seed + n)),
         modalities=[m.strip() for m in modalities.split(",")] if modalities else None,
