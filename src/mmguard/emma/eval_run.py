@@ -9,13 +9,11 @@ import torch
 from pydantic import ValidationError
 
 from mmguard.data.model import MultimodalBatch
-from mmguard.data.preprocessing import Standardizer
 from mmguard.emma.config import EmmaRunConfig
 from mmguard.emma.experiment import load_splits, num_classes_of
 from mmguard.emma.persist import load_model
-from mmguard.errors import CheckpointError, DataError
-from mmguard.eval.evaluate import LoadedRun, register_run_loader
-from mmguard.io.checkpoint import load_checkpoint
+from mmguard.errors import CheckpointError
+from mmguard.eval.evaluate import LoadedRun, check_preprocessing, register_run_loader
 
 
 def _predictor(model: torch.nn.Module, names: tuple[str, ...]):
@@ -39,17 +37,7 @@ def load_emma_run(run_dir: Path, config: dict[str, Any], data_dir: str | None) -
     except ValidationError as exc:
         raise CheckpointError(f"{str(run_dir)!r}: malformed run config: {exc.errors()[0]['msg']}") from None
     splits = load_splits(cfg)
-    tensors, pre = load_checkpoint(run_dir / "preprocessing")
-    saved = Standardizer.from_state_tensors(tensors, list(splits.train.names))
-    for n in splits.train.names:
-        if not (
-            torch.allclose(saved.mean[n], splits.standardizer.mean[n], atol=1e-5)
-            and torch.allclose(saved.std[n], splits.standardizer.std[n], atol=1e-5)
-        ):
-            raise DataError(
-                f"the data of {cfg.dataset!r} differ from those the run was trained on "
-                f"(preprocessing statistics of modality {n!r} do not match)"
-            )
+    check_preprocessing(run_dir, splits, cfg.dataset)
     names = splits.train.names
     models, thresholds = {}, {}
     rule = cfg.selection_rule

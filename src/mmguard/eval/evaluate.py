@@ -57,6 +57,28 @@ def register_run_loader(method: str):
     return deco
 
 
+def check_preprocessing(run_dir: Path, splits, dataset: str) -> None:
+    """Raise a one-line DataError unless the run's saved standardiser matches the rebuilt splits'.
+
+    Guards ``mmguard eval`` against re-evaluating a run on data other than its own.
+    """
+    from mmguard.data.preprocessing import Standardizer
+    from mmguard.errors import DataError
+    from mmguard.io.checkpoint import load_checkpoint
+
+    tensors, _ = load_checkpoint(run_dir / "preprocessing")
+    saved = Standardizer.from_state_tensors(tensors, list(splits.train.names))
+    for n in splits.train.names:
+        if not (
+            torch.allclose(saved.mean[n], splits.standardizer.mean[n], atol=1e-5)
+            and torch.allclose(saved.std[n], splits.standardizer.std[n], atol=1e-5)
+        ):
+            raise DataError(
+                f"the data of {dataset!r} differ from those the run was trained on "
+                f"(preprocessing statistics of modality {n!r} do not match)"
+            )
+
+
 def load_run(run_dir: str | Path, data_dir: str | None = None) -> LoadedRun:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -16,11 +16,9 @@ import torch
 from pydantic import ValidationError
 
 from mmguard.data.model import MultimodalBatch
-from mmguard.data.preprocessing import Standardizer
-from mmguard.errors import CheckpointError, DataError
-from mmguard.eval.evaluate import LoadedRun, register_run_loader
+from mmguard.errors import CheckpointError
+from mmguard.eval.evaluate import LoadedRun, check_preprocessing, register_run_loader
 from mmguard.eval.metrics import binary_auroc
-from mmguard.io.checkpoint import load_checkpoint
 from mmguard.mmssl.config import MmsslRunConfig
 from mmguard.mmssl.experiment import load_splits
 from mmguard.mmssl.pipeline import MmsslModels, group_errors, modality_groups, per_sample_errors
@@ -84,17 +82,7 @@ def load_mmssl_run(run_dir: Path, config: dict[str, Any], data_dir: str | None) 
     except ValidationError as exc:
         raise CheckpointError(f"{str(run_dir)!r}: malformed run config: {exc.errors()[0]['msg']}") from None
     splits = load_splits(cfg)
-    tensors, _ = load_checkpoint(run_dir / "preprocessing")
-    saved = Standardizer.from_state_tensors(tensors, list(splits.train.names))
-    for n in splits.train.names:
-        if not (
-            torch.allclose(saved.mean[n], splits.standardizer.mean[n], atol=1e-5)
-            and torch.allclose(saved.std[n], splits.standardizer.std[n], atol=1e-5)
-        ):
-            raise DataError(
-                f"the data of {cfg.data!r} differ from those the run was trained on "
-                f"(preprocessing statistics of modality {n!r} do not match)"
-            )
+    check_preprocessing(run_dir, splits, cfg.data)
     seeds = {}
     for seed in cfg.seeds:
         d = run_dir / "models" / f"seed{seed}"

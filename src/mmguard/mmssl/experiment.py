@@ -229,16 +229,7 @@ def fit_seed(cfg: MmsslRunConfig, splits: Splits, seed: int, log: Log) -> tuple[
         f"seed {seed}: compute block ({len(variants)} members) best epochs {comp.train.best_epoch.tolist()} "
         f"({times['compute_s']:.0f} s)"
     )
-    models = MmsslModels(
-        mmae=mmae,
-        dae=dae,
-        block=comp.block,
-        variants=comp.variants,
-        scale=comp.scale,
-        thresholds=comp.thresholds,
-        modality_thresholds=comp.modality_thresholds,
-        compute_cfg=cfg.compute,
-    )
+    models = MmsslModels.from_stages(mmae, dae, comp, cfg.compute)
     fit = {
         "mmae": summary(r1),
         "dae": summary(r2),

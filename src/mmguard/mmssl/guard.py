@@ -65,16 +65,7 @@ class MmsslGuard(Guard):
         )
         mmae, r1 = train_autoencoder(train, val, self.autoencoder, seed=seed)
         comp = train_compute_block(mmae, train, val, spec, self.compute, seed=seed, variants=("full",))
-        self.models = MmsslModels(
-            mmae=mmae,
-            dae=None,
-            block=comp.block,
-            variants=comp.variants,
-            scale=comp.scale,
-            thresholds=comp.thresholds,
-            modality_thresholds=comp.modality_thresholds,
-            compute_cfg=self.compute,
-        )
+        self.models = MmsslModels.from_stages(mmae, None, comp, self.compute)
         self.standardizer, self.specs = st, tuple(train.specs)
         return {"mmae": summary(r1), "compute": summary(comp.train), "threshold": float(comp.thresholds[0])}
 

@@ -30,7 +30,7 @@ from mmguard.mmssl.compute import ComputeBlock
 from mmguard.mmssl.config import AutoencoderConfig, ComputeConfig
 from mmguard.mmssl.gate import route, sample_scores
 from mmguard.mmssl.losses import per_sample_mse
-from mmguard.mmssl.stages import CHUNK, VARIANTS, LatentScale, decode, encode
+from mmguard.mmssl.stages import CHUNK, VARIANTS, ComputeResult, LatentScale, decode, encode
 
 
 def model_name(variant: str) -> str:
@@ -50,6 +50,26 @@ class MmsslModels:
     thresholds: torch.Tensor  # (G,)
     modality_thresholds: torch.Tensor  # (G, M)
     compute_cfg: ComputeConfig
+
+    @classmethod
+    def from_stages(
+        cls,
+        mmae: MultimodalAutoencoder,
+        dae: MultimodalAutoencoder | None,
+        comp: ComputeResult,
+        cfg: ComputeConfig,
+    ) -> MmsslModels:
+        """Assemble the trained stages (stage 1, optional DAE, stage 2 with its gates)."""
+        return cls(
+            mmae=mmae,
+            dae=dae,
+            block=comp.block,
+            variants=comp.variants,
+            scale=comp.scale,
+            thresholds=comp.thresholds,
+            modality_thresholds=comp.modality_thresholds,
+            compute_cfg=cfg,
+        )
 
     @property
     def names(self) -> tuple[str, ...]:
