@@ -3,7 +3,7 @@
 
 * :func:`train_autoencoder` — stage 1 (MMAE: clean inputs → clean targets) or the denoising
   baseline (DAE: a fresh corruption draw of the training mix every epoch → clean targets).
-  One model per call: a grouped-convolution ensemble was measured 1.9x *slower* than
+  One model per call: a grouped-convolution ensemble was measured 1.18x *slower* than
   sequential models on CPU (docs/mmssl.md, "Performance"), so seeds run one after another.
 * :func:`train_compute_block` — stage 2 with the stage-1 autoencoder frozen: the detector,
   the corrector, and every ablation train as members of one batched ensemble on latents
