@@ -6,14 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 
 from mmguard.data.model import MultimodalBatch
 from mmguard.emma.config import EmmaRunConfig
 from mmguard.emma.experiment import load_splits, num_classes_of
 from mmguard.emma.persist import load_model
 from mmguard.errors import CheckpointError
-from mmguard.eval.evaluate import LoadedRun, check_preprocessing, register_run_loader
+from mmguard.eval.evaluate import LoadedRun, check_preprocessing, register_run_loader, run_config
 
 
 def _predictor(model: torch.nn.Module, names: tuple[str, ...]):
@@ -29,13 +28,7 @@ def _predictor(model: torch.nn.Module, names: tuple[str, ...]):
 
 @register_run_loader("emma")
 def load_emma_run(run_dir: Path, config: dict[str, Any], data_dir: str | None) -> LoadedRun:
-    fields = {k: v for k, v in config.items() if k in EmmaRunConfig.model_fields}
-    if data_dir is not None:
-        fields["data_dir"] = data_dir
-    try:
-        cfg = EmmaRunConfig(**fields)
-    except ValidationError as exc:
-        raise CheckpointError(f"{str(run_dir)!r}: malformed run config: {exc.errors()[0]['msg']}") from None
+    cfg = run_config(run_dir, config, EmmaRunConfig, {"data_dir": data_dir} if data_dir is not None else None)
     splits = load_splits(cfg)
     check_preprocessing(run_dir, splits, cfg.dataset)
     names = splits.train.names

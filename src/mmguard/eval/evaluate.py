@@ -57,6 +57,21 @@ def register_run_loader(method: str):
     return deco
 
 
+def run_config(
+    run_dir: Path, config: dict[str, Any], model: Any, overrides: dict[str, Any] | None = None
+) -> Any:
+    """The run's saved config validated as pydantic ``model`` (unknown keys such as versions are
+    dropped; ``overrides`` replace fields), or a one-line CheckpointError."""
+    from pydantic import ValidationError
+
+    fields = {k: v for k, v in config.items() if k in model.model_fields}
+    fields.update(overrides or {})
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        raise CheckpointError(f"{str(run_dir)!r}: malformed run config: {exc.errors()[0]['msg']}") from None
+
+
 def check_preprocessing(run_dir: Path, splits, dataset: str) -> None:
     """Raise a one-line DataError unless the run's saved standardiser matches the rebuilt splits'.
 

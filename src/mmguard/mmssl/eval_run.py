@@ -13,11 +13,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import ValidationError
 
 from mmguard.data.model import MultimodalBatch
 from mmguard.errors import CheckpointError
-from mmguard.eval.evaluate import LoadedRun, check_preprocessing, register_run_loader
+from mmguard.eval.evaluate import LoadedRun, check_preprocessing, register_run_loader, run_config
 from mmguard.eval.metrics import binary_auroc
 from mmguard.mmssl.config import MmsslRunConfig
 from mmguard.mmssl.experiment import load_splits
@@ -74,13 +73,10 @@ def make_evaluator(seeds: dict[int, MmsslModels]):
 
 @register_run_loader("mmssl")
 def load_mmssl_run(run_dir: Path, config: dict[str, Any], data_dir: str | None) -> LoadedRun:
-    fields = {k: v for k, v in config.items() if k in MmsslRunConfig.model_fields}
-    if data_dir is not None and "data" in fields:
-        fields["data"] = str(Path(data_dir) / Path(str(fields["data"]).removeprefix("twin:")).name)
-    try:
-        cfg = MmsslRunConfig(**fields)
-    except ValidationError as exc:
-        raise CheckpointError(f"{str(run_dir)!r}: malformed run config: {exc.errors()[0]['msg']}") from None
+    overrides = None
+    if data_dir is not None and "data" in config:
+        overrides = {"data": str(Path(data_dir) / Path(str(config["data"]).removeprefix("twin:")).name)}
+    cfg = run_config(run_dir, config, MmsslRunConfig, overrides)
     splits = load_splits(cfg)
     check_preprocessing(run_dir, splits, cfg.data)
     seeds = {}
