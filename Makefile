@@ -43,6 +43,7 @@ test: venv
 
 lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports
 
 bench: venv
 	$(PY) benchmarks/bench_emma_throughput.py

@@ -40,11 +40,11 @@ from pathlib import Path
 import torch
 
 from mmguard.emma.attention import EmmaAttention
-from mmguard.emma.config import GRID_AXIS, RHO_AXIS
 from mmguard.emma.losses import class_weights, emma_objective
 from mmguard.emma.network import ConcatPredictor, EmmaNetwork
 from mmguard.emma.potential import TiedDAE
 from mmguard.emma.reference import ReferenceEmmaTrainer
+from mmguard.experiments.emma.config import GRID_AXIS, RHO_AXIS
 from mmguard.train.ensemble import EnsembleMLP, member_generator
 from mmguard.train.loop import gather_stream_batch
 

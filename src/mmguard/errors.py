@@ -28,3 +28,7 @@ class SpecError(MMGuardError):
 
 class CheckpointError(MMGuardError):
     """A checkpoint or run directory that cannot be read safely."""
+
+
+class NotFittedError(MMGuardError):
+    """A guard or model used before ``fit`` or ``load``."""

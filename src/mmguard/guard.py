@@ -1,56 +1,576 @@
-"""The one contract every guard (EMMA, MMSSL, each baseline) implements.
+"""The one contract every guard implements — EMMA, MMSSL, every baseline, and yours.
 
-A *guard* sits in front of (or around) a multimodal prediction model and
+A *guard* sits in front of a downstream multimodal model. It may
 
-1. ``fit(splits, seed=...)`` — trains on the training split, uses the validation split for
-   early stopping / thresholds, never touches ``splits.test``;
-2. ``score(batch)`` — returns per-sample × per-modality *failure scores* (N, M), higher
-   meaning "more likely failing" (EMMA: shifted potential energy Ψ (thesis eq. 5.3);
-   MMSSL: detector anomaly score);
-3. ``transform(batch)`` — returns the batch as the downstream model should see it: gated
-   (EMMA: β_i · x_i, thesis step 5) or corrected (MMSSL: routed through the corrector);
-4. ``save(directory)`` / ``load(directory)`` — ``weights.safetensors`` + ``config.json``
-   including thresholds and preprocessing statistics, never pickle.
+* **flag** — say which modality of which sample is failing: :meth:`Guard.score` returns
+  (N, M) scores normalised so that **1.0 is the calibrated threshold**, :meth:`Guard.flag`
+  returns ``score > 1`` as (N, M) booleans;
+* **correct** — :meth:`Guard.transform` returns the batch with the same modality names,
+  shapes and **raw units** it was given, repaired where the guard decided to repair;
+* **predict** — :meth:`Guard.predict` returns the downstream prediction itself (EMMA is a
+  gated predictor).
 
-A new method is a new sub-package implementing this class; training loops and evaluation
-code (:mod:`mmguard.train`, :mod:`mmguard.eval`) only talk to this interface.
+What a guard can do is declared by the class flags ``flags``, ``corrects``, ``predicts``.
+
+The template (PyOD's ``BaseDeepLearningDetector`` and LeRobot's registered configs were the
+examples; no code is shared) splits the work in two:
+
+* **the base class owns** everything every guard needs: the config (a pydantic
+  :class:`GuardConfig` subclass, ``extra="forbid"``), raw-in/raw-out standardisation (a
+  :class:`~mmguard.data.preprocessing.Standardizer` fitted on the training split travels
+  with the guard), input checks with one-line errors (modality names, shapes, NaN/Inf), the
+  not-fitted error, threshold calibration (:meth:`Guard._calibrate`), chunked inference,
+  the torch device, the save layout and :func:`load_guard`;
+* **a guard implements hooks on standardised data**: ``_fit`` (train; return a JSON-ready
+  report), ``_score`` (raw per-modality failure scores, higher = more likely failing),
+  ``_transform`` (corrected standardised tensors), ``_predict`` (predictions), and for
+  persistence ``_build_model(state)`` / ``_extra_state()``.
+
+Calibration (decision, docs/architecture.md): on the *clean* validation split, for each
+modality m, ``loc_m`` = median raw score and ``spread_m`` = (1 − α) quantile − ``loc_m``;
+then ``t`` = the (1 − α) quantile ("higher" interpolation) of the sample maximum
+``max_m (raw_m − loc_m) / spread_m``. The normalised score is
+``(raw_m − loc_m) / (spread_m · t)``, so a sample is flagged in *some* modality on at most a
+fraction α of the clean validation samples (α = ``config.false_alarm_rate``), each modality's
+scores are on a comparable scale, and 1.0 is the threshold of every modality.
+
+Save layout of a guard directory (all written atomically, ``guard.json`` last, so a
+directory without it is incomplete and refused)::
+
+    guard.json           kind, format, versions, capabilities, modalities, fitted state
+    config.json          the validated config (pydantic model_dump)
+    weights.safetensors  model.* (the hooks' module), preprocessing.*, calibration.*
+
+:func:`load_guard` reads ``guard.json``, dispatches on ``kind`` through the registry and
+never unpickles anything. Guards register with :func:`register_guard`; :func:`available_guards`
+discovers every ``mmguard.<package>.guard`` module, every module of ``mmguard.baselines``,
+the ``mmguard.guards`` entry-point group and the modules or ``.py`` files listed in
+``$MMGUARD_PLUGINS`` — a new guard is one file, and ``mmguard bench`` sees it.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+import importlib
+import importlib.util
+import os
+import pkgutil
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import nn
 
-from mmguard.data.model import MultimodalBatch
+from mmguard.data.model import ModalitySpec, MultimodalBatch
+from mmguard.data.preprocessing import Standardizer
 from mmguard.data.splits import Splits
+from mmguard.devices import resolve_device
+from mmguard.errors import CheckpointError, DataError, NotFittedError, SpecError
+from mmguard.io.checkpoint import load_checkpoint, read_json, save_checkpoint, write_json
+from mmguard.seeding import derive_seed
+
+GUARD_FORMAT = 1
+GUARD_FILE = "guard.json"
+INFERENCE_CHUNK = 1024
 
 
-class Guard(ABC):
-    """Abstract base class of all guards (see module docstring for the contract)."""
+class GuardConfig(BaseModel):
+    """Settings every guard shares; a guard's config subclasses this (unknown keys are refused)."""
 
-    #: short registry name, e.g. ``"emma"``
-    kind: ClassVar[str] = ""
+    model_config = ConfigDict(extra="forbid")
 
-    @abstractmethod
-    def fit(self, splits: Splits, *, seed: int = 0, progress: bool = False) -> dict[str, Any]:
-        """Train on ``splits.train`` (validation for early stopping); returns a fit report."""
+    false_alarm_rate: float = Field(
+        0.01, gt=0, lt=1, description="target fraction of clean validation samples flagged in any modality"
+    )
 
-    @abstractmethod
-    def score(self, batch: MultimodalBatch) -> torch.Tensor:
-        """Failure score per sample and modality, shape (N, M), higher = more likely failing."""
 
-    @abstractmethod
-    def transform(self, batch: MultimodalBatch) -> MultimodalBatch:
-        """Gate or correct the batch for the downstream model."""
+class Guard:
+    """Template of every guard (see the module docstring for the contract and the hooks)."""
 
-    @abstractmethod
-    def save(self, directory: str | Path) -> None:
-        """Persist weights, thresholds and preprocessing (safetensors + JSON)."""
+    #: registry name, e.g. ``"emma"``
+    name: ClassVar[str] = ""
+    #: the pydantic config class (a :class:`GuardConfig` subclass)
+    config_class: ClassVar[type[GuardConfig]] = GuardConfig
+    #: one line for ``mmguard guards``
+    summary: ClassVar[str] = ""
+    #: capabilities
+    flags: ClassVar[bool] = False
+    corrects: ClassVar[bool] = False
+    predicts: ClassVar[bool] = False
+    #: what data the guard accepts
+    modality_kinds: ClassVar[frozenset[str]] = frozenset({"vector", "image", "timeseries"})
+    min_modalities: ClassVar[int] = 1
+    needs_target: ClassVar[bool] = False
+    #: CI-sized config overrides (few epochs) used by ``--quick`` and the contract test
+    quick_config: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, config: GuardConfig | Mapping[str, Any] | None = None, *, device: str = "cpu") -> None:
+        self.config = self.validate_config(config)
+        self.device = resolve_device(device)
+        self.specs: tuple[ModalitySpec, ...] = ()
+        self.standardizer: Standardizer | None = None
+        self.calibration: dict[str, torch.Tensor] | None = None
+        self.model: nn.Module | None = None
+        self.fit_report: dict[str, Any] = {}
+
+    # ================================================================== configuration
+    @classmethod
+    def validate_config(cls, config: GuardConfig | Mapping[str, Any] | None) -> GuardConfig:
+        """``config`` as a validated ``config_class`` (a dict is validated; errors are one line)."""
+        if config is None:
+            return cls.config_class()
+        if isinstance(config, cls.config_class):
+            return config
+        if isinstance(config, BaseModel):
+            config = config.model_dump()
+        if not isinstance(config, Mapping):
+            raise SpecError(f"guard {cls.name!r}: config must be a mapping, got {type(config).__name__}")
+        try:
+            return cls.config_class(**dict(config))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err.get("loc", ())) or "config"
+            raise SpecError(f"guard {cls.name!r}: bad config field {where!r}: {err['msg']}") from None
 
     @classmethod
-    @abstractmethod
-    def load(cls, directory: str | Path) -> Guard:
-        """Inverse of :meth:`save`; safe on untrusted files."""
+    def capabilities(cls) -> dict[str, bool]:
+        return {"flag": cls.flags, "correct": cls.corrects, "predict": cls.predicts}
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """JSON-ready description (``mmguard guards --json``)."""
+        return {
+            "name": cls.name,
+            "summary": cls.summary,
+            "capabilities": cls.capabilities(),
+            "modality_kinds": sorted(cls.modality_kinds),
+            "min_modalities": cls.min_modalities,
+            "needs_target": cls.needs_target,
+            "quick_config": cls.quick_config,
+            "config": cls.config_class.model_json_schema(),
+        }
+
+    # ================================================================== hooks
+    def _fit(
+        self, train: MultimodalBatch, val: MultimodalBatch, *, seed: int, progress: bool
+    ) -> dict[str, Any]:
+        """Train on standardised splits (val for early stopping); set ``self.model``; return a report."""
+        raise NotImplementedError
+
+    def _score(self, x: MultimodalBatch) -> torch.Tensor:
+        """Raw failure scores (N, M) of a standardised batch; higher = more likely failing."""
+        raise NotImplementedError
+
+    def _transform(self, x: MultimodalBatch) -> dict[str, torch.Tensor]:
+        """Corrected standardised tensors {modality: (N, ...)} of a standardised batch."""
+        raise NotImplementedError
+
+    def _predict(self, x: MultimodalBatch) -> torch.Tensor:
+        """Predictions (N,) of a standardised batch."""
+        raise NotImplementedError
+
+    def _extra_state(self) -> dict[str, Any]:
+        """Fitted JSON state beyond the config (e.g. class count, decision threshold)."""
+        return {}
+
+    def _build_model(self, state: dict[str, Any]) -> nn.Module:
+        """An untrained module of the fitted architecture (used by :func:`load_guard`)."""
+        raise NotImplementedError
+
+    def _restore_state(self, state: dict[str, Any]) -> None:
+        """Set fitted non-tensor attributes from :meth:`_extra_state`'s output (after loading)."""
+
+    # ================================================================== training
+    def fit(self, splits: Splits, *, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+        """Fit on ``splits.train`` (raw units), validation for early stopping and calibration.
+
+        ``splits.test`` is never touched. Returns a JSON-ready report.
+        """
+        if not isinstance(splits, Splits):
+            raise DataError(f"fit takes a Splits object, got {type(splits).__name__}")
+        if splits.standardized:
+            raise DataError(
+                f"guard {self.name!r} takes raw (unstandardised) splits: it fits and saves its own standardiser"
+            )
+        self._check_data(splits.train, "training split")
+        self._check_data(splits.val, "validation split")
+        if splits.val.specs != splits.train.specs:
+            raise DataError("training and validation splits have different modalities")
+        st = Standardizer.fit(splits.train)
+        self.specs, self.standardizer, self.calibration = tuple(splits.train.specs), st, None
+        train, val = st.transform(splits.train), st.transform(splits.val)
+        torch.manual_seed(derive_seed(seed, "guard", self.name))  # a safety net; hooks derive their own
+        report = self._fit(train.to(self.device), val.to(self.device), seed=seed, progress=progress)
+        if self.model is None:
+            raise RuntimeError(f"guard {self.name!r}: _fit did not set self.model")
+        self.model.to(self.device).eval()
+        if self.flags:
+            clean = val.select(~val.mask_or_clean().any(1)) if val.fault_mask is not None else val
+            if len(clean) < 2:
+                raise DataError("calibration needs at least 2 clean validation samples")
+            self.calibration = self._calibrate(self._raw_scores(clean))
+            report = {**report, "calibration": self.calibration_summary()}
+        self.fit_report = report
+        return report
+
+    def _calibrate(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-modality location and scale such that score 1.0 is the α-false-alarm threshold."""
+        alpha = self.config.false_alarm_rate
+        raw = raw.double()
+        loc = raw.median(0).values
+        spread = torch.quantile(raw, 1 - alpha, dim=0, interpolation="higher") - loc
+        floor = 1e-6 * raw.abs().amax(0).clamp_min(1.0)  # a degenerate (constant) score still divides
+        spread = torch.maximum(spread, floor)
+        t = torch.quantile(((raw - loc) / spread).amax(1), 1 - alpha, interpolation="higher")
+        scale = spread * t.clamp_min(1e-6)
+        return {"loc": loc.float().cpu(), "scale": scale.float().cpu()}
+
+    def calibration_summary(self) -> dict[str, Any]:
+        cal = self._require_calibration()
+        return {
+            "false_alarm_rate": self.config.false_alarm_rate,
+            "rule": "max over modalities of (raw - loc) / scale > 1 on <= alpha of clean validation",
+            "loc": dict(zip(self.names, cal["loc"].tolist(), strict=True)),
+            "scale": dict(zip(self.names, cal["scale"].tolist(), strict=True)),
+        }
+
+    # ================================================================== inference
+    @property
+    def fitted(self) -> bool:
+        return self.model is not None and self.standardizer is not None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.specs)
+
+    def _require(self) -> None:
+        if not self.fitted:
+            raise NotFittedError(f"guard {self.name!r} is not fitted: call fit() or load_guard() first")
+
+    def _require_calibration(self) -> dict[str, torch.Tensor]:
+        self._require()
+        if self.calibration is None:
+            raise NotFittedError(f"guard {self.name!r} has no calibrated threshold")
+        return self.calibration
+
+    def _require_capability(self, flag: bool, verb: str) -> None:
+        if not flag:
+            can = [k for k, v in self.capabilities().items() if v]
+            raise SpecError(f"guard {self.name!r} does not {verb}; it can: {', '.join(can)}")
+
+    def _check_data(self, batch: MultimodalBatch, where: str) -> None:
+        """Checks of training data against what the guard accepts (one-line errors)."""
+        if not isinstance(batch, MultimodalBatch):
+            raise DataError(f"{where}: expected a MultimodalBatch, got {type(batch).__name__}")
+        if batch.num_modalities < self.min_modalities:
+            raise DataError(
+                f"guard {self.name!r} needs at least {self.min_modalities} modalities, got {batch.num_modalities}"
+            )
+        for s in batch.specs:
+            if s.kind.value not in self.modality_kinds:
+                raise DataError(
+                    f"guard {self.name!r} handles {'/'.join(sorted(self.modality_kinds))} modalities; "
+                    f"{s.name!r} is {s.kind.value}"
+                )
+        if self.needs_target and batch.target is None:
+            raise DataError(f"guard {self.name!r} needs a target (e.g. --target COLUMN)")
+        if len(batch) < 2:
+            raise DataError(f"{where} has {len(batch)} samples; need at least 2")
+        batch.check_finite(where)
+
+    def _prepare(self, batch: MultimodalBatch) -> MultimodalBatch:
+        """Check a raw input batch against the fitted modalities and standardise it."""
+        self._require()
+        if not isinstance(batch, MultimodalBatch):
+            raise DataError(f"expected a MultimodalBatch, got {type(batch).__name__}")
+        if batch.names != self.names:
+            missing = [n for n in self.names if n not in batch.names]
+            extra = [n for n in batch.names if n not in self.names]
+            detail = f"missing {missing}" if missing else f"unknown {extra}" if extra else "in another order"
+            raise DataError(f"guard {self.name!r} expects modalities {list(self.names)}; got {detail}")
+        for s in self.specs:
+            got = tuple(batch.modalities[s.name].shape[1:])
+            if got != s.shape:
+                raise DataError(f"modality {s.name!r}: expected per-sample shape {s.shape}, got {got}")
+        batch.check_finite(f"guard {self.name!r} input")
+        return self.standardizer.transform(batch)  # type: ignore[union-attr]
+
+    def _chunked(self, x: MultimodalBatch, fn: Callable[[MultimodalBatch], Any]) -> Any:
+        """Run ``fn`` on device-side chunks of ``x`` and concatenate on CPU (bounded memory)."""
+        outs = []
+        with torch.no_grad():
+            for i in range(0, len(x), INFERENCE_CHUNK):
+                outs.append(fn(x.select(slice(i, i + INFERENCE_CHUNK)).to(self.device)))
+        if not outs:
+            raise DataError("empty batch: nothing to score")
+        first = outs[0]
+        if isinstance(first, dict):
+            return {k: torch.cat([o[k].detach().cpu() for o in outs]) for k in first}
+        return torch.cat([o.detach().cpu() for o in outs])
+
+    def _raw_scores(self, x: MultimodalBatch) -> torch.Tensor:
+        raw = self._chunked(x, self._score)
+        if raw.shape != (len(x), len(self.specs)):
+            raise RuntimeError(f"guard {self.name!r}: _score returned {tuple(raw.shape)}, "
+                               f"expected {(len(x), len(self.specs))}")
+        return raw
+
+    def _normalise(self, raw: torch.Tensor) -> torch.Tensor:
+        cal = self._require_calibration()
+        return ((raw.double() - cal["loc"].double().to(raw.device)) / cal["scale"].double().to(raw.device)).float()
+
+    def score(self, batch: MultimodalBatch) -> torch.Tensor:
+        """(N, M) failure scores of a raw batch; 1.0 is the calibrated threshold of every modality."""
+        self._require_capability(self.flags, "flag")
+        return self._normalise(self._raw_scores(self._prepare(batch)))
+
+    def flag(self, batch: MultimodalBatch) -> torch.Tensor:
+        """(N, M) booleans: modality m of sample n looks faulty (score > 1)."""
+        return self.score(batch) > 1.0
+
+    def flags_of_standardised(self, x: MultimodalBatch) -> torch.Tensor:
+        """:meth:`flag` of an already standardised batch on the device (for ``_transform`` hooks)."""
+        return self._normalise(self._score(x)) > 1.0
+
+    def transform(self, batch: MultimodalBatch) -> MultimodalBatch:
+        """The batch as the downstream model should see it: same names, shapes, raw units."""
+        self._require_capability(self.corrects, "correct data")
+        x = self._prepare(batch)
+        fixed = self._chunked(x, self._transform)
+        if set(fixed) != set(self.names):
+            raise RuntimeError(f"guard {self.name!r}: _transform returned {sorted(fixed)}")
+        out = x.with_modalities({n: fixed[n].to(x.modalities[n].dtype) for n in self.names})
+        return self.standardizer.inverse(out)  # type: ignore[union-attr]
+
+    def predict(self, batch: MultimodalBatch) -> torch.Tensor:
+        """Predictions (N,) of the downstream task (guards that predict)."""
+        self._require_capability(self.predicts, "predict")
+        return self._chunked(self._prepare(batch), self._predict)
+
+    # ================================================================== persistence
+    def save(self, directory: str | Path) -> Path:
+        """Write the guard directory (see the module docstring); returns its path."""
+        self._require()
+        d = Path(directory)
+        if d.exists() and not d.is_dir():
+            raise CheckpointError(f"cannot save a guard to {str(d)!r}: it is a file")
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}  # type: ignore[union-attr]
+        tensors.update(self.standardizer.state_tensors("preprocessing"))  # type: ignore[union-attr]
+        if self.calibration is not None:
+            tensors.update({f"calibration.{k}": v for k, v in self.calibration.items()})
+        if (d / GUARD_FILE).exists():
+            (d / GUARD_FILE).unlink()  # the directory is incomplete until the new guard.json lands
+        save_checkpoint(d, tensors, self.config.model_dump(mode="json"))
+        write_json(d / GUARD_FILE, {
+            "kind": self.name,
+            "format": GUARD_FORMAT,
+            "versions": _versions(),
+            "capabilities": self.capabilities(),
+            "modalities": [s.to_dict() for s in self.specs],
+            "state": self._extra_state(),
+            "fit": self.fit_report,
+        })
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path, *, device: str = "cpu") -> Guard:
+        """Load a guard directory; ``cls`` must match its kind (or be :class:`Guard` itself)."""
+        guard = load_guard(directory, device=device)
+        if cls is not Guard and not isinstance(guard, cls):
+            raise CheckpointError(f"{str(directory)!r} holds a {guard.name!r} guard, not {cls.name!r}")
+        return guard
+
+    def _load_from(self, d: Path, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        try:
+            self.specs = tuple(ModalitySpec.from_dict(s) for s in meta["modalities"])
+            state = dict(meta.get("state") or {})
+        except (KeyError, TypeError, ValueError, SpecError) as exc:
+            raise CheckpointError(f"{str(d)!r}: malformed {GUARD_FILE} ({_first_line(exc)})") from None
+        if not self.specs:
+            raise CheckpointError(f"{str(d)!r}: the guard declares no modalities")
+        self.standardizer = Standardizer.from_state_tensors(tensors, list(self.names), prefix="preprocessing")
+        for n in self.names:
+            s = self.spec_of(n)
+            mean = self.standardizer.mean[n]
+            if mean.ndim != len(s.shape) or mean.numel() > s.size:
+                raise CheckpointError(f"{str(d)!r}: preprocessing of {n!r} does not fit shape {s.shape}")
+        if self.flags:
+            try:
+                self.calibration = {k: tensors[f"calibration.{k}"].float() for k in ("loc", "scale")}
+            except KeyError:
+                raise CheckpointError(f"{str(d)!r}: the guard lacks its calibration tensors") from None
+            if any(v.shape != (len(self.specs),) for v in self.calibration.values()):
+                raise CheckpointError(f"{str(d)!r}: calibration tensors have the wrong shape")
+        try:
+            self._restore_state(state)
+            model = self._build_model(state)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            if isinstance(exc, CheckpointError):
+                raise
+            raise CheckpointError(f"{str(d)!r}: malformed fitted state ({_first_line(exc)})") from None
+        weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        try:
+            model.load_state_dict(weights, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"{str(d)!r}: weights do not match the architecture ({_first_line(exc)[:200]})"
+            ) from None
+        self.model = model.to(self.device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.fit_report = dict(meta.get("fit") or {})
+
+    def spec_of(self, name: str) -> ModalitySpec:
+        for s in self.specs:
+            if s.name == name:
+                return s
+        raise SpecError(f"unknown modality {name!r}; the guard has {list(self.names)}")
+
+
+# ====================================================================== registry
+G = TypeVar("G", bound=type[Guard])
+_REGISTRY: dict[str, type[Guard]] = {}
+
+
+def register_guard(cls: G) -> G:
+    """Class decorator: add a :class:`Guard` subclass to the registry under ``cls.name``."""
+    if not (isinstance(cls, type) and issubclass(cls, Guard)):
+        raise TypeError(f"register_guard needs a Guard subclass, got {cls!r}")
+    if not cls.name or not cls.name.replace("_", "").isalnum() or cls.name != cls.name.lower():
+        raise TypeError(f"{cls.__name__}: name must be a lower-case identifier, got {cls.name!r}")
+    if not (isinstance(cls.config_class, type) and issubclass(cls.config_class, GuardConfig)):
+        raise TypeError(f"{cls.__name__}: config_class must subclass GuardConfig")
+    if not (cls.flags or cls.corrects or cls.predicts):
+        raise TypeError(f"{cls.__name__}: a guard must flag, correct or predict")
+    hooks = {"flags": "_score", "corrects": "_transform", "predicts": "_predict"}
+    for cap, hook in hooks.items():
+        if getattr(cls, cap) and getattr(cls, hook) is getattr(Guard, hook):
+            raise TypeError(f"{cls.__name__}: declares {cap} but does not implement {hook}")
+    for hook in ("_fit", "_build_model"):
+        if getattr(cls, hook) is getattr(Guard, hook):
+            raise TypeError(f"{cls.__name__}: does not implement {hook}")
+    old = _REGISTRY.get(cls.name)
+    if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise TypeError(f"guard name {cls.name!r} is taken by {old.__module__}.{old.__qualname__}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+_discovered = False
+
+
+def _discover() -> None:
+    """Import every guard module once (see the module docstring)."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    import mmguard
+
+    for info in pkgutil.iter_modules(mmguard.__path__):
+        if not info.ispkg:
+            continue
+        pkg = f"mmguard.{info.name}"
+        if importlib.util.find_spec(f"{pkg}.guard") is not None:
+            importlib.import_module(f"{pkg}.guard")
+    baselines = importlib.import_module("mmguard.baselines")  # a folder of one-file guards
+    for info in pkgutil.iter_modules(baselines.__path__):
+        importlib.import_module(f"mmguard.baselines.{info.name}")
+    try:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="mmguard.guards"):
+            ep.load()
+    except Exception as exc:  # a broken third-party plugin must not hide the built-in guards
+        sys.stderr.write(f"mmguard: warning: a guard plugin failed to load: {_first_line(exc)}\n")
+    for item in filter(None, (s.strip() for s in os.environ.get("MMGUARD_PLUGINS", "").split(","))):
+        load_plugin(item)
+
+
+def load_plugin(item: str) -> None:
+    """Import a guard plugin: a module name or a path to a ``.py`` file (it registers itself)."""
+    if item.endswith(".py"):
+        path = Path(item)
+        if not path.is_file():
+            raise SpecError(f"guard plugin file {item!r} does not exist")
+        mod_name = f"mmguard_plugin_{path.stem}"
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        if spec is None or spec.loader is None:
+            raise SpecError(f"cannot import guard plugin {item!r}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        spec.loader.exec_module(module)
+    else:
+        try:
+            importlib.import_module(item)
+        except ImportError as exc:
+            raise SpecError(f"cannot import guard plugin {item!r}: {_first_line(exc)}") from None
+
+
+def available_guards() -> dict[str, type[Guard]]:
+    """Every registered guard by name (sorted)."""
+    _discover()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_guard(name: str) -> type[Guard]:
+    """The guard class registered as ``name`` (one-line error listing the known names)."""
+    guards = available_guards()
+    if name not in guards:
+        raise SpecError(f"unknown guard {name!r}; known: {', '.join(guards)}")
+    return guards[name]
+
+
+def create_guard(name: str, config: GuardConfig | Mapping[str, Any] | None = None, *,
+                 device: str = "cpu", quick: bool = False) -> Guard:
+    """An unfitted guard ``name``; ``quick`` merges the class's ``quick_config`` under ``config``."""
+    cls = get_guard(name)
+    if quick:
+        base = cls.validate_config(cls.quick_config).model_dump()
+        config = _deep_merge(base, dict(config or {}) if not isinstance(config, BaseModel) else config.model_dump())
+    return cls(config, device=device)
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_guard(directory: str | Path, *, device: str = "cpu") -> Guard:
+    """Open a guard directory written by :meth:`Guard.save` (safe on untrusted files)."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise CheckpointError(f"guard directory {str(d)!r} does not exist")
+    if not (d / GUARD_FILE).is_file():
+        raise CheckpointError(f"{str(d)!r} is not a (complete) guard directory: no {GUARD_FILE}")
+    meta = read_json(d / GUARD_FILE)
+    if not isinstance(meta, dict) or not isinstance(meta.get("kind"), str):
+        raise CheckpointError(f"{str(d / GUARD_FILE)!r} does not name the guard's kind")
+    if meta.get("format") != GUARD_FORMAT:
+        raise CheckpointError(f"{str(d)!r}: guard format {meta.get('format')!r}, this mmguard reads {GUARD_FORMAT}")
+    try:
+        cls = get_guard(meta["kind"])
+    except SpecError as exc:
+        raise CheckpointError(f"{str(d)!r}: {exc}") from None
+    tensors, config = load_checkpoint(d)
+    try:
+        guard = cls(config, device=device)
+    except SpecError as exc:
+        raise CheckpointError(f"{str(d)!r}: {exc}") from None
+    guard._load_from(d, meta, tensors)
+    return guard
+
+
+def _versions() -> dict[str, str]:
+    import mmguard
+
+    return {"mmguard": mmguard.__version__, "torch": torch.__version__.split("+")[0]}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

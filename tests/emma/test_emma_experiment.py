@@ -18,13 +18,14 @@ from sklearn.metrics import f1_score
 from mmguard.data.registry import load_dataset
 from mmguard.data.splits import Splits, stratified_three_way
 from mmguard.data.synthetic import make_shared_latent
-from mmguard.emma.config import EmmaRunConfig
-from mmguard.emma.experiment import EmmaExperiment, load_splits
 from mmguard.emma.network import EmmaNetwork
 from mmguard.emma.persist import load_model
-from mmguard.emma.run import run_emma
 from mmguard.emma.training import MLPClassifier
-from mmguard.eval.evaluate import evaluate_run, load_run
+from mmguard.eval.evaluate import evaluate_run
+from mmguard.experiments.emma.config import EmmaRunConfig
+from mmguard.experiments.emma.experiment import EmmaExperiment, load_splits
+from mmguard.experiments.emma.run import run_emma
+from mmguard.experiments.runs import load_run
 from mmguard.io.checkpoint import load_checkpoint
 
 DATASET = "toy?n=600"

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from mmguard.emma.config import EmmaRunConfig
-from mmguard.emma.run import run_emma
+from mmguard.experiments.emma.config import EmmaRunConfig
+from mmguard.experiments.emma.run import run_emma
 
 
 @pytest.mark.slow

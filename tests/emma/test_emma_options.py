@@ -9,8 +9,6 @@ import torch
 
 from mmguard.data.registry import load_dataset
 from mmguard.data.splits import stratified_three_way
-from mmguard.emma.config import EmmaRunConfig
-from mmguard.emma.experiment import EmmaExperiment, to_streams
 from mmguard.emma.training import (
     AnnealSettings,
     EmmaHyper,
@@ -22,6 +20,8 @@ from mmguard.emma.training import (
     train_with,
 )
 from mmguard.errors import SpecError
+from mmguard.experiments.emma.config import EmmaRunConfig
+from mmguard.experiments.emma.experiment import EmmaExperiment, to_streams
 from mmguard.train.ensemble import EnsembleMLP
 
 

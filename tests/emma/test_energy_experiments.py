@@ -17,7 +17,7 @@ import torch
 
 from mmguard.data.htru2 import htru2_splits
 from mmguard.data.synthetic import make_manifold
-from mmguard.emma.energy_experiments import (
+from mmguard.experiments.emma.energy_experiments import (
     CENTRE_RADIUS,
     MANIFOLD_BOX,
     OFF_MANIFOLD_MIN_DIST,

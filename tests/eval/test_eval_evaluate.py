@@ -14,8 +14,9 @@ from mmguard.data.model import MultimodalBatch
 from mmguard.data.registry import load_dataset
 from mmguard.data.splits import stratified_three_way
 from mmguard.errors import CheckpointError, SpecError
-from mmguard.eval import evaluate as ev
-from mmguard.eval.evaluate import LoadedRun, condition_labels, evaluate_run, load_run
+from mmguard.eval.evaluate import LoadedRun, condition_labels, evaluate_run
+from mmguard.experiments import runs
+from mmguard.experiments.runs import load_run
 from mmguard.faults import apply_faults, exact_count
 
 MIXED_SPEC = {
@@ -208,7 +209,7 @@ def test_load_run_dispatches_to_registered_loader(tmp_path: Path, monkeypatch) -
         seen.update(run_dir=run_dir, config=config, data_dir=data_dir)
         return fake
 
-    monkeypatch.setitem(ev.RUN_LOADERS, "fake", loader)
+    monkeypatch.setitem(runs.RUN_LOADERS, "fake", loader)
     (tmp_path / "metrics.json").write_text("{}")
     (tmp_path / "config.json").write_text(json.dumps({"method": "fake", "x": 1}))
     assert load_run(str(tmp_path), data_dir="/data") is fake

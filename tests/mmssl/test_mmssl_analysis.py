@@ -1,4 +1,4 @@
-"""Known-answer tests for mmguard.mmssl.analysis (Lipschitz, Jacobian variation, fault entropy, distances)."""
+"""Known-answer tests for mmguard.analysis.estimators (Lipschitz, Jacobian variation, fault entropy, distances)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from mmguard.errors import DataError
-from mmguard.mmssl.analysis import (
+from mmguard.analysis.estimators import (
     fault_energy_spread,
     frechet_distance,
     jacobian_variation,
@@ -21,6 +20,7 @@ from mmguard.mmssl.analysis import (
     plot_latent_tsne,
     tsne_embedding,
 )
+from mmguard.errors import DataError
 
 # torch.func.jvp's first use scripts torch-internal decompositions, which warns on torch 2.13.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")

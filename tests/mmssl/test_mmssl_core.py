@@ -17,14 +17,15 @@ from safetensors.torch import load_file, save_file
 
 from mmguard.data.model import ModalitySpec, MultimodalBatch
 from mmguard.errors import CheckpointError, DataError, SpecError
+from mmguard.experiments.mmssl.config import MmsslRunConfig
+from mmguard.faults.scenarios import training_spec
 from mmguard.mmssl.autoencoder import MultimodalAutoencoder, VectorEncoder
 from mmguard.mmssl.compute import ComputeBlock, Corrector
-from mmguard.mmssl.config import AutoencoderConfig, ComputeConfig, MmsslRunConfig
+from mmguard.mmssl.config import AutoencoderConfig, ComputeConfig
 from mmguard.mmssl.gate import calibrate_threshold, route, sample_scores
 from mmguard.mmssl.losses import contrastive_detector_loss
 from mmguard.mmssl.modulation import modulate_gradients
 from mmguard.mmssl.pipeline import MmsslModels
-from mmguard.mmssl.scenarios import training_spec
 from mmguard.mmssl.stages import (
     VARIANTS,
     LatentScale,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from mmguard.mmssl.config import MmsslRunConfig
-from mmguard.mmssl.run import run_mmssl
+from mmguard.experiments.mmssl.config import MmsslRunConfig
+from mmguard.experiments.mmssl.run import run_mmssl
 
 
 @pytest.mark.slow

@@ -96,9 +96,10 @@ def demo_command(
 ) -> None:
     """Run the end-to-end demo on the embedded default (synthetic data, no downloads)."""
     from mmguard.data.registry import load_dataset
-    from mmguard.emma.config import EmmaRunConfig
-    from mmguard.emma.run import run_emma
-    from mmguard.eval.evaluate import evaluate_run, load_run
+    from mmguard.eval.evaluate import evaluate_run
+    from mmguard.experiments.emma.config import EmmaRunConfig
+    from mmguard.experiments.emma.run import run_emma
+    from mmguard.experiments.runs import load_run
     from mmguard.faults import apply_faults, load_spec, preview_faults
     from mmguard.faults.builders import per_modality_rates
     from mmguard.io.checkpoint import atomic_write_text, write_json
@@ -147,8 +148,8 @@ def demo_command(
     twin = _twin_slice(out, seed, log)
 
     # 5. MMSSL detect-and-correct on the twin (issue #5), quick mode
-    from mmguard.mmssl.config import MmsslRunConfig
-    from mmguard.mmssl.run import run_mmssl
+    from mmguard.experiments.mmssl.config import MmsslRunConfig
+    from mmguard.experiments.mmssl.run import run_mmssl
 
     mcfg = MmsslRunConfig.quick_config(data=str(out / twin["file"]), seeds=[seed, seed + 1],
                                        severity_sweep=False, analysis=False)

@@ -17,7 +17,7 @@ console = Console(stderr=True, log_path=False)
 
 
 def _config(quick: bool, **fields):
-    from mmguard.emma.config import EmmaRunConfig, GridConfig
+    from mmguard.experiments.emma.config import EmmaRunConfig, GridConfig
 
     grid = fields.pop("grid")
     try:
@@ -78,7 +78,7 @@ def run_command(
     json_out: bool = typer.Option(False, "--json", help="Print the headline metrics as JSON."),
 ) -> None:
     """Train base/without/with models over seeds and the grid; select on validation; report on test."""
-    from mmguard.emma.run import run_emma
+    from mmguard.experiments.emma.run import run_emma
 
     n = seeds if seeds is not None else (2 if quick else 5)
     cfg = _config(

@@ -20,7 +20,8 @@ def eval_command(
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Re-evaluate the trained models of a run under a fault spec, per model and condition."""
-    from mmguard.eval.evaluate import evaluate_run, load_run
+    from mmguard.eval.evaluate import evaluate_run
+    from mmguard.experiments.runs import load_run
     from mmguard.io.checkpoint import write_json
 
     loaded = load_run(run, str(data_dir) if data_dir else None)

@@ -38,7 +38,17 @@ def _root(
 
 
 def _register() -> None:
-    from mmguard.cli import data_cmd, demo_cmd, emma_cmd, eval_cmd, faults_cmd, mmssl_cmd, twin_cmd
+    from mmguard.cli import (
+        bench_cmd,
+        data_cmd,
+        demo_cmd,
+        emma_cmd,
+        eval_cmd,
+        faults_cmd,
+        guard_cmd,
+        mmssl_cmd,
+        twin_cmd,
+    )
 
     app.add_typer(faults_cmd.app, name="faults", help="List fault types and preview them.")
     app.add_typer(data_cmd.app, name="data", help="Inspect datasets.")
@@ -47,6 +57,11 @@ def _register() -> None:
     app.add_typer(twin_cmd.app, name="twin", help="Generate, inspect and preview digital-twin datasets.")
     app.command(name="eval")(eval_cmd.eval_command)
     app.command(name="demo")(demo_cmd.demo_command)
+    app.command(name="guards")(guard_cmd.guards_command)
+    app.command(name="fit")(guard_cmd.fit_command)
+    app.command(name="score")(guard_cmd.score_command)
+    app.command(name="transform")(guard_cmd.transform_command)
+    app.command(name="bench")(bench_cmd.bench_command)
 
 
 _register()
@@ -71,6 +86,10 @@ def entrypoint(argv: list[str] | None = None) -> int:
         return int(code)
     except FileNotFoundError as exc:
         sys.stderr.write(f"mmguard: error: file not found: {exc.filename or exc}\n")
+        return 2
+    except OSError as exc:  # unwritable output, a directory where a file is expected, a full disk ...
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        sys.stderr.write(f"mmguard: error: {exc.strerror or exc}{where}\n")
         return 2
     except Exception as exc:
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):

@@ -19,7 +19,7 @@ console = Console(stderr=True, log_path=False)
 
 
 def build_config(quick: bool, **fields):
-    from mmguard.mmssl.config import MmsslRunConfig
+    from mmguard.experiments.mmssl.config import MmsslRunConfig
 
     fields = {k: v for k, v in fields.items() if v is not None}
     try:
@@ -32,7 +32,8 @@ def build_config(quick: bool, **fields):
 
 def _stage_overrides(quick: bool, ae_epochs: int | None, stage2_epochs: int | None, optimizer: str | None):
     """Stage configs with the command-line overrides applied (None: the mode's defaults)."""
-    from mmguard.mmssl.config import AutoencoderConfig, ComputeConfig, MmsslRunConfig
+    from mmguard.experiments.mmssl.config import MmsslRunConfig
+    from mmguard.mmssl.config import AutoencoderConfig, ComputeConfig
 
     if ae_epochs is None and stage2_epochs is None and optimizer is None:
         return None, None
@@ -84,7 +85,7 @@ def run_command(
     json_out: bool = typer.Option(False, "--json", help="Print the headline metrics as JSON."),
 ) -> None:
     """Stage 1 (MMAE), DAE baseline, stage 2 (compute block + ablations) over seeds; report on test."""
-    from mmguard.mmssl.run import run_mmssl
+    from mmguard.experiments.mmssl.run import run_mmssl
 
     if not data.is_file():
         raise SpecError(f"--data {str(data)!r}: no such file")

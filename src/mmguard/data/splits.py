@@ -26,14 +26,19 @@ class Splits:
     standardizer: Standardizer | None = None
     standardized: bool = False
     name: str = "data"
+    raw: Splits | None = None
 
     def standardize(self) -> Splits:
-        """Fit a :class:`Standardizer` on train and apply it to all three splits."""
+        """Fit a :class:`Standardizer` on train and apply it to all three splits.
+
+        The raw splits stay reachable as ``.raw`` (a guard fits on raw data and standardises
+        itself, bit-identically: the same statistics of the same training split).
+        """
         if self.standardized:
             return self
         st = Standardizer.fit(self.train)
         return replace(self, train=st.transform(self.train), val=st.transform(self.val),
-                       test=st.transform(self.test), standardizer=st, standardized=True)
+                       test=st.transform(self.test), standardizer=st, standardized=True, raw=self)
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
@@ -109,3 +114,104 @@ def split_by_group(
     parts = [perm[:n_train], perm[n_train:n_train + n_val], perm[n_train + n_val:]]
     sel = [torch.from_numpy(np.isin(groups, p)) for p in parts]
     return Splits(train=batch.select(sel[0]), val=batch.select(sel[1]), test=batch.select(sel[2]))
+
+
+def _holdout(batch: MultimodalBatch, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean (keep, held-out) masks: a ``fraction`` of samples held out, stratified by class if possible."""
+    n = len(batch)
+    idx = np.arange(n)
+    labels = None
+    if batch.target is not None and batch.target.ndim == 1:
+        y = batch.target.detach().cpu().numpy()
+        if not np.issubdtype(y.dtype, np.floating) or np.all(y == np.round(y)):
+            labels = y
+    n_out = max(1, int(round(fraction * n)))
+    if n - n_out < 1:
+        raise DataError(f"cannot hold out {fraction:.0%} of {n} samples for validation")
+    try:
+        _keep, out = train_test_split(idx, test_size=n_out, random_state=seed, stratify=labels)
+    except ValueError:  # a class too small to stratify: plain random hold-out
+        _keep, out = train_test_split(idx, test_size=n_out, random_state=seed)
+    held = torch.zeros(n, dtype=torch.bool)
+    held[torch.from_numpy(np.sort(out))] = True
+    return ~held, held
+
+
+def split_by_values(
+    batch: MultimodalBatch,
+    group_key: str,
+    *,
+    train: list[float],
+    test: list[float],
+    val: list[float] | None = None,
+    val_fraction: float = 0.15,
+    seed: int = 0,
+) -> Splits:
+    """Explicit group split, e.g. train on batches 1–2 and test on 3–6 of a drifting sensor array.
+
+    Decision (docs/data.md): without ``val`` groups the validation split is a random
+    ``val_fraction`` of the *training groups'* samples (stratified by class when the target is
+    a class label), i.e. in-distribution validation; the test groups are never seen in fitting.
+    Groups listed nowhere are left out. A group listed twice, or one absent from the data, is
+    a one-line error.
+    """
+    if group_key not in batch.meta:
+        raise DataError(f"batch has no meta field {group_key!r} to split by; has {sorted(batch.meta)}")
+    groups = batch.meta[group_key].detach().cpu().numpy()
+    present = set(np.unique(groups).tolist())
+    parts = {"train": list(train), "test": list(test), "val": list(val or [])}
+    seen: dict[float, str] = {}
+    for part, values in parts.items():
+        for v in values:
+            if v not in present:
+                raise DataError(f"{group_key} {v:g} ({part}) does not occur in the data; "
+                                f"present: {sorted(present)}")
+            if v in seen:
+                raise DataError(f"{group_key} {v:g} is in both the {seen[v]} and the {part} groups")
+            seen[v] = part
+    if not parts["train"] or not parts["test"]:
+        raise DataError("an explicit split needs at least one train and one test group")
+    sel = {part: torch.from_numpy(np.isin(groups, values)) for part, values in parts.items()}
+    if parts["val"]:
+        train_mask, val_mask = sel["train"], sel["val"]
+    else:
+        keep, held = _holdout(batch.select(sel["train"]), val_fraction, seed)
+        rows = sel["train"].nonzero().squeeze(1)
+        train_mask = torch.zeros(len(batch), dtype=torch.bool)
+        val_mask = torch.zeros(len(batch), dtype=torch.bool)
+        train_mask[rows[keep]] = True
+        val_mask[rows[held]] = True
+    return Splits(train=batch.select(train_mask), val=batch.select(val_mask), test=batch.select(sel["test"]))
+
+
+def make_splits(
+    batch: MultimodalBatch,
+    *,
+    split_by: str | None = "auto",
+    train_groups: list[float] | None = None,
+    val_groups: list[float] | None = None,
+    test_groups: list[float] | None = None,
+    seed: int = 0,
+) -> Splits:
+    """The split the CLI asks for (``--split-by``, ``--train-groups``/``--val-groups``/``--test-groups``).
+
+    * explicit groups → :func:`split_by_values` (``split_by`` names the group column);
+    * ``split_by=KEY`` → :func:`split_by_group` (70/15/15 of the groups, no group in two splits);
+    * ``"auto"`` (default) → by ``episode`` when the data carry episodes (a twin: frames of one
+      episode are strongly correlated, so a random split would leak), else
+      :func:`stratified_three_way` (stratified by class for class targets);
+    * ``None`` / ``"random"`` → :func:`stratified_three_way`.
+    """
+    explicit = train_groups is not None or test_groups is not None or val_groups is not None
+    if explicit:
+        key = split_by if split_by not in (None, "auto", "random") else "episode"
+        return split_by_values(batch, key, train=train_groups or [], test=test_groups or [],
+                               val=val_groups, seed=seed)
+    if split_by == "auto":
+        split_by = "episode" if "episode" in batch.meta else None
+    if split_by in (None, "random"):
+        classified = batch.target is not None and batch.target.ndim == 1 and not (
+            batch.target.is_floating_point() and not bool((batch.target == batch.target.round()).all())
+        )
+        return stratified_three_way(batch, seed=seed, stratify=classified)
+    return split_by_group(batch, split_by, seed=seed)

@@ -4,10 +4,11 @@
 * :mod:`~mmguard.emma.attention` — energies, importance, attention, capacity (ch. 5)
 * :mod:`~mmguard.emma.network` — EMMA in front of any prediction network
 * :mod:`~mmguard.emma.training` — the training stages, batched over configurations x seeds
-* :mod:`~mmguard.emma.experiment` / :mod:`~mmguard.emma.run` — Experiment II protocol, run directory
-* :mod:`~mmguard.emma.energy_experiments` — Experiment I and potential-energy experiments
-* :mod:`~mmguard.emma.guard` — :class:`EmmaGuard`, the Guard contract
+* :mod:`~mmguard.emma.data` — class count, the section 6.3.1 corruption schedule, stream stacking
+* :mod:`~mmguard.emma.guard` — :class:`EmmaGuard`, the registered guard
 * :mod:`~mmguard.emma.reference` — per-sample reference implementation (test oracle, benchmark)
+
+The thesis protocol, report and plots live in :mod:`mmguard.experiments.emma`.
 """
 
 from mmguard.emma.attention import AttentionOutput, EmmaAttention, energy_regularizer

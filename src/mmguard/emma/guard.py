@@ -1,37 +1,36 @@
-"""EMMA as a :class:`mmguard.guard.Guard`: one trained attention module + prediction network.
+"""EMMA as a registered guard (``emma``): one trained attention module + prediction network.
 
-``EmmaGuard.fit(splits)`` runs the thesis's two training stages (section 5.5) with the same
-code as the experiments (a one-member ensemble):
+``fit`` runs the thesis's two training stages (section 5.5) with the same code as the
+experiments (a one-member ensemble), on the standardised splits the base class prepares:
 
 1. one tied DAE per modality on the clean training split (chapter 4, appendix B);
 2. the prediction network on clean data (the base-model), then EMMA in front of it, trained
    end to end with eq. 5.10 on the *corrupted* training split. If ``splits.train`` already
-   carries fault annotations, those are used; otherwise the section 6.3.1 schedule (50 %
-   clean, the rest evenly "only modality i", Gaussian sigma) is applied with the fit seed.
-   Validation is corrupted the same way and used for early stopping and the threshold.
+   carries fault annotations, those are used; otherwise the section 6.3.1 schedule
+   (``clean_fraction`` clean, the rest evenly "only modality i", Gaussian ``sigma``) is
+   applied with the fit seed. Validation is corrupted the same way and used for early
+   stopping and for the decision threshold of binary tasks (``threshold_rule``).
 
-``score`` returns the shifted potentials Psi_i (eq. 5.3, >= e; higher = more likely
-failing); ``transform`` returns beta_i * x_i (step 5); ``predict_logits`` the network
-output; ``explain`` every interpretable quantity. Inputs are standardised with the
-training statistics saved in the checkpoint, so callers pass raw data.
+Capabilities: **flag** — the raw score is the shifted potential Ψ_i (eq. 5.3; higher = more
+likely failing), calibrated by the base class on clean validation data; **predict** — the
+class prediction of the gated network (eq. 5.5 → step 5). EMMA does not correct inputs
+(it attends away from them), so it has no ``transform``; :meth:`EmmaGuard.explain` returns
+every interpretable quantity (Ψ, e, E, α, β).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
+from torch import nn
 
-from mmguard.data.model import ModalitySpec, MultimodalBatch
-from mmguard.data.preprocessing import Standardizer
-from mmguard.data.splits import Splits
+from mmguard.data.model import MultimodalBatch
 from mmguard.emma.attention import AttentionOutput
-from mmguard.emma.experiment import num_classes_of, schedule_spec, to_streams
 from mmguard.emma.losses import class_weights
 from mmguard.emma.network import EmmaNetwork
-from mmguard.emma.persist import load_model, save_model
+from mmguard.emma.persist import build, describe
 from mmguard.emma.training import (
     EmmaHyper,
     MLPClassifier,
@@ -42,44 +41,50 @@ from mmguard.emma.training import (
     train_daes,
     train_with,
 )
-from mmguard.errors import CheckpointError, DataError, SpecError
+from mmguard.errors import CheckpointError
 from mmguard.eval.metrics import select_thresholds
+from mmguard.emma.data import num_classes_of, schedule_spec, to_streams
 from mmguard.faults import apply_faults
-from mmguard.faults.rng import derive_seed
-from mmguard.guard import Guard
+from mmguard.guard import Guard, GuardConfig, register_guard
+from mmguard.seeding import derive_seed
 from mmguard.train.ensemble import EnsembleMLP
 
 
-@dataclass
-class EmmaGuardConfig:
+class EmmaGuardConfig(GuardConfig):
     """Hyperparameters of one EMMA guard (defaults: thesis appendix B and section 6.3.1)."""
 
-    rho: float = 1e-3
-    lambda_c: float = 1e-3
-    lambda_e: float = 1e-2
+    rho: float = Field(1e-3, gt=0, description="coldness ρ (eq. 5.4)")
+    lambda_c: float = Field(1e-3, ge=0, description="capacity regulariser weight (eq. 5.10)")
+    lambda_e: float = Field(1e-2, ge=0, description="energy regulariser weight (eq. 5.10)")
     mmn_hidden: tuple[int, ...] = (8, 4)
-    epochs: int = 35
-    batch_size: int = 32
-    lr: float = 1e-3
-    dae_hidden: int = 12
-    dae_epochs: int = 30
-    dae_batch_size: int = 64
-    dae_sigma: float = 0.01
-    sigma: float = 0.5
-    clean_fraction: float = 0.5
-    threshold_rule: str = "roc_distance"
+    epochs: int = Field(35, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    dae_hidden: int = Field(12, ge=1)
+    dae_epochs: int = Field(30, ge=1)
+    dae_batch_size: int = Field(64, ge=1)
+    dae_sigma: float = Field(0.01, ge=0)
+    sigma: float = Field(0.5, gt=0, description="training noise on standardised data (section 6.3.1)")
+    clean_fraction: float = Field(0.5, ge=0, lt=1)
+    threshold_rule: Literal["roc_distance", "f1_max"] = "roc_distance"
 
 
+@register_guard
 class EmmaGuard(Guard):
     """Energy-based multi-modal attention in front of an MLP prediction network."""
 
-    kind = "emma"
+    name = "emma"
+    config_class = EmmaGuardConfig
+    summary = "energy-based multi-modal attention (thesis ch. 5): flags by potential, predicts the target"
+    quick_config = {"epochs": 8, "dae_epochs": 8}
+    flags = True
+    predicts = True
+    modality_kinds = frozenset({"vector"})
+    min_modalities = 2
+    needs_target = True
 
-    def __init__(self, config: EmmaGuardConfig | None = None) -> None:
-        self.config = config or EmmaGuardConfig()
-        self.network: EmmaNetwork | None = None
-        self.specs: tuple[ModalitySpec, ...] = ()
-        self.standardizer: Standardizer | None = None
+    def __init__(self, config: EmmaGuardConfig | dict[str, Any] | None = None, *, device: str = "cpu") -> None:
+        super().__init__(config, device=device)
         self.threshold: float | None = None
         self.num_classes: int = 2
 
@@ -90,61 +95,34 @@ class EmmaGuard(Guard):
         spec = schedule_spec(batch.names, self.config.sigma, self.config.clean_fraction)
         return apply_faults(batch, spec, seed=derive_seed(seed, "emma-guard", split))
 
-    def fit(self, splits: Splits, *, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+    def _fit(self, train: MultimodalBatch, val: MultimodalBatch, *, seed: int, progress: bool) -> dict[str, Any]:
         cfg = self.config
-        if splits.train.num_modalities < 2:
-            raise DataError(f"EMMA needs at least 2 modalities, got {splits.train.num_modalities}")
-        if not splits.standardized:
-            splits = splits.standardize()
-        self.standardizer = splits.standardizer
-        self.specs = splits.train.specs
-        self.num_classes = num_classes_of(splits.train)
+        self.num_classes = num_classes_of(train)
         m = len(self.specs)
         seeds = [seed]
         one = torch.zeros(1, dtype=torch.long)
-        clean_tr, clean_va = to_streams([splits.train.clean_view()]), to_streams([splits.val.clean_view()])
-        noisy_tr = to_streams([self._corrupted(splits.train, seed, "train")])
-        noisy_va = to_streams([self._corrupted(splits.val, seed, "val")])
-        weights = class_weights(splits.train.target, self.num_classes)
+        clean_tr, clean_va = to_streams([train.clean_view()]), to_streams([val.clean_view()])
+        noisy_tr = to_streams([self._corrupted(train, seed, "train")])
+        noisy_va = to_streams([self._corrupted(val, seed, "val")])
+        weights = class_weights(train.target, self.num_classes)
         stage = StageSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr)
-        daes = train_daes(
-            clean_tr,
-            seeds,
-            m,
-            hidden=cfg.dae_hidden,
-            epochs=cfg.dae_epochs,
-            batch_size=cfg.dae_batch_size,
-            sigma=cfg.dae_sigma,
-        )
+        daes = train_daes(clean_tr, seeds, m, hidden=cfg.dae_hidden, epochs=cfg.dae_epochs,
+                          batch_size=cfg.dae_batch_size, sigma=cfg.dae_sigma)
         in_features = sum(s.size for s in self.specs)
         base = MLPClassifier(EnsembleMLP(seeds, mlp_sizes(in_features, cfg.mmn_hidden, self.num_classes)), m)
-        base_res = train_classifier(
-            base, clean_tr, clean_va, member_stream=one, stream_seeds=seeds, weights=weights, settings=stage
-        )
-        hyper = EmmaHyper(
-            rho=torch.tensor([cfg.rho]),
-            lambda_c=torch.tensor([cfg.lambda_c]),
-            lambda_e=torch.tensor([cfg.lambda_e]),
-        )
+        base_res = train_classifier(base, clean_tr, clean_va, member_stream=one, stream_seeds=seeds,
+                                    weights=weights, settings=stage)
+        hyper = EmmaHyper(rho=torch.tensor([cfg.rho]), lambda_c=torch.tensor([cfg.lambda_c]),
+                          lambda_e=torch.tensor([cfg.lambda_e]))
         net = build_emma(daes, base, one, hyper.rho)
-        res = train_with(
-            net,
-            noisy_tr,
-            noisy_va,
-            member_stream=one,
-            stream_seeds=seeds,
-            weights=weights,
-            hyper=hyper,
-            settings=stage,
-        )
-        self.network = net
+        res = train_with(net, noisy_tr, noisy_va, member_stream=one, stream_seeds=seeds, weights=weights,
+                         hyper=hyper, settings=stage)
+        self.model = net
+        self.threshold = None
         if self.num_classes == 2:
-            xs = [noisy_va[f"m{i}"] for i in range(m)]
             with torch.no_grad():
-                logits, _ = net(xs)
-            self.threshold = float(
-                select_thresholds(logits.squeeze(-1), noisy_va["y"][0], cfg.threshold_rule)[0]
-            )  # type: ignore[arg-type]
+                logits, _ = net([noisy_va[f"m{i}"] for i in range(m)])
+            self.threshold = float(select_thresholds(logits.squeeze(-1), noisy_va["y"][0], cfg.threshold_rule)[0])
         return {
             "base_best_epoch": int(base_res.best_epoch[0]),
             "best_epoch": int(res.best_epoch[0]),
@@ -153,87 +131,49 @@ class EmmaGuard(Guard):
             "capacity": float(net.attention.capacity().detach()[0]),
         }
 
-    # ------------------------------------------------------------------ inference
-    def _require(self) -> EmmaNetwork:
-        if self.network is None or self.standardizer is None:
-            raise SpecError("EmmaGuard is not fitted; call fit() or load() first")
-        return self.network
+    # ------------------------------------------------------------------ hooks
+    def _members(self, x: MultimodalBatch) -> list[torch.Tensor]:
+        return [x.modalities[n].unsqueeze(0) for n in self.names]
 
-    def _inputs(self, batch: MultimodalBatch) -> list[torch.Tensor]:
-        self._require()
-        if batch.names != tuple(s.name for s in self.specs):
-            raise DataError(
-                f"batch modalities {list(batch.names)} differ from the trained ones "
-                f"{[s.name for s in self.specs]}"
-            )
-        for s in self.specs:
-            got = tuple(batch.modalities[s.name].shape[1:])
-            if got != s.shape:
-                raise DataError(f"modality {s.name!r}: expected per-sample shape {s.shape}, got {got}")
-        batch.check_finite("EmmaGuard input")
-        std = self.standardizer.transform(batch)  # type: ignore[union-attr]
-        return [std.modalities[s.name].unsqueeze(0) for s in self.specs]
+    def _score(self, x: MultimodalBatch) -> torch.Tensor:
+        return self.model.attend(self._members(x)).psi[0]  # type: ignore[union-attr,operator]
 
-    @torch.no_grad()
-    def explain(self, batch: MultimodalBatch) -> AttentionOutput:
-        """Psi, e, e_ij, E, alpha, beta for each sample (member axis removed)."""
-        out = self._require().attend(self._inputs(batch))
-        return AttentionOutput(*(getattr(out, f)[0] for f in out.__dataclass_fields__))
-
-    def score(self, batch: MultimodalBatch) -> torch.Tensor:
-        return self.explain(batch).psi
-
-    @torch.no_grad()
-    def transform(self, batch: MultimodalBatch) -> MultimodalBatch:
-        """beta_i * x_i in the standardised space the prediction network was trained in."""
-        net = self._require()
-        xs = self._inputs(batch)
-        gated = net.gate(xs, net.attend(xs).beta)
-        return batch.with_modalities({s.name: g[0] for s, g in zip(self.specs, gated, strict=True)})
-
-    @torch.no_grad()
-    def predict_logits(self, batch: MultimodalBatch) -> torch.Tensor:
-        logits, _ = self._require()(self._inputs(batch))
+    def _logits(self, x: MultimodalBatch) -> torch.Tensor:
+        logits, _ = self.model(self._members(x))  # type: ignore[misc]
         return logits[0]
 
-    def predict(self, batch: MultimodalBatch) -> torch.Tensor:
-        """Class predictions (validation-chosen threshold for binary tasks)."""
-        logits = self.predict_logits(batch)
+    def _predict(self, x: MultimodalBatch) -> torch.Tensor:
+        logits = self._logits(x)
         if self.num_classes == 2:
             return (logits.squeeze(-1) >= self.threshold).long()
         return logits.argmax(-1)
 
-    # ------------------------------------------------------------------ persistence
-    def save(self, directory: str | Path) -> None:
-        net = self._require()
-        extra_t = self.standardizer.state_tensors()  # type: ignore[union-attr]
-        save_model(
-            directory,
-            net,
-            extra={
-                "guard": self.kind,
-                "config": {**asdict(self.config), "mmn_hidden": list(self.config.mmn_hidden)},
-                "modalities": [s.to_dict() for s in self.specs],
-                "threshold": self.threshold,
-                "num_classes": self.num_classes,
-            },
-            extra_tensors=extra_t,
-        )
+    def _extra_state(self) -> dict[str, Any]:
+        return {"architecture": describe(self.model), "threshold": self.threshold, "num_classes": self.num_classes}
 
-    @classmethod
-    def load(cls, directory: str | Path) -> EmmaGuard:
-        model, config, extras = load_model(directory)
-        if config.get("guard") != cls.kind or not isinstance(model, EmmaNetwork):
-            raise CheckpointError(f"{str(directory)!r} is not an EMMA guard checkpoint")
-        try:
-            cfg = dict(config["config"])
-            cfg["mmn_hidden"] = tuple(cfg["mmn_hidden"])
-            guard = cls(EmmaGuardConfig(**cfg))
-            guard.specs = tuple(ModalitySpec.from_dict(d) for d in config["modalities"])
-            guard.threshold = config["threshold"]
-            guard.num_classes = int(config["num_classes"])
-        except (KeyError, TypeError) as exc:
-            raise CheckpointError(f"malformed EMMA guard config in {str(directory)!r}: {exc}") from None
-        guard.standardizer = Standardizer.from_state_tensors(extras, [s.name for s in guard.specs])
-        guard.network = model
-        return guard
+    def _restore_state(self, state: dict[str, Any]) -> None:
+        self.threshold = None if state["threshold"] is None else float(state["threshold"])
+        self.num_classes = int(state["num_classes"])
+
+    def _build_model(self, state: dict[str, Any]) -> nn.Module:
+        model = build(state["architecture"])
+        if not isinstance(model, EmmaNetwork) or model.attention.num_modalities != len(self.specs):
+            raise CheckpointError("the saved architecture is not an EMMA network for these modalities")
+        return model
+
+    # ------------------------------------------------------------------ extras
+    def explain(self, batch: MultimodalBatch) -> AttentionOutput:
+        """Ψ, e, e_ij, E, α, β for each sample of a raw batch (member axis removed)."""
+        x = self._prepare(batch)
+
+        def attend(chunk: MultimodalBatch) -> dict[str, torch.Tensor]:
+            out = self.model.attend(self._members(chunk))  # type: ignore[union-attr,operator]
+            return {f: getattr(out, f)[0] for f in out.__dataclass_fields__}
+
+        parts = self._chunked(x, attend)
+        return AttentionOutput(**parts)
+
+    def predict_logits(self, batch: MultimodalBatch) -> torch.Tensor:
+        """Network outputs (N, K) (one logit for binary tasks) of a raw batch."""
+        self._require_capability(self.predicts, "predict")
+        return self._chunked(self._prepare(batch), self._logits)

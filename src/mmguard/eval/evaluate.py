@@ -7,8 +7,8 @@ split with the given seed, and every model is scored per *condition*: ``clean``,
 distinct fault pattern (e.g. ``ip:gaussian_noise`` or ``ip:stuck_at+dm:drift`` for a
 common-cause failure), and ``all``.
 
-Run loaders are registered per method (``emma``, ``mmssl``); a new method registers its own
-loader returning a :class:`LoadedRun` and reuses everything else. Classifier runs (EMMA)
+Run loaders (one per protocol) live in :mod:`mmguard.experiments.runs`; this module is
+generic and never names a method: a loader returns a :class:`LoadedRun` and reuses the rest. Classifier runs (EMMA)
 are scored by F1 per condition; a run whose models do something else (MMSSL reconstructs
 and detects) supplies an ``evaluator`` that receives the faulty test batch, the clean
 test batch and the per-sample condition labels, and returns its metrics per condition.
@@ -28,7 +28,6 @@ from mmguard.data.model import MultimodalBatch
 from mmguard.errors import CheckpointError
 from mmguard.eval.metrics import binary_f1, macro_f1
 from mmguard.faults import apply_faults, load_spec
-from mmguard.io.checkpoint import read_json
 
 Predictor = Callable[[MultimodalBatch], torch.Tensor]  # standardised batch -> logits (S, N, K)
 
@@ -44,17 +43,6 @@ class LoadedRun:
     thresholds: dict[str, torch.Tensor | None]  # per model: (S,) or None (multi-class)
     num_classes: int
     evaluator: Callable[[MultimodalBatch, MultimodalBatch, list[str]], dict[str, Any]] | None = None
-
-
-RUN_LOADERS: dict[str, Callable[[Path, dict[str, Any], str | None], LoadedRun]] = {}
-
-
-def register_run_loader(method: str):
-    def deco(fn):
-        RUN_LOADERS[method] = fn
-        return fn
-
-    return deco
 
 
 def run_config(
@@ -92,28 +80,6 @@ def check_preprocessing(run_dir: Path, splits, dataset: str) -> None:
                 f"the data of {dataset!r} differ from those the run was trained on "
                 f"(preprocessing statistics of modality {n!r} do not match)"
             )
-
-
-def load_run(run_dir: str | Path, data_dir: str | None = None) -> LoadedRun:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run directory {str(run_dir)!r} does not exist")
-    if not (run_dir / "metrics.json").is_file():
-        raise CheckpointError(f"{str(run_dir)!r} is not a complete run (no metrics.json)")
-    config = read_json(run_dir / "config.json")
-    method = config.get("method") if isinstance(config, dict) else None
-    if method not in RUN_LOADERS:
-        _import_loaders()
-    if method not in RUN_LOADERS:
-        raise CheckpointError(
-            f"{str(run_dir)!r}: unknown run method {method!r}; known: {sorted(RUN_LOADERS)}"
-        )
-    return RUN_LOADERS[method](run_dir, config, data_dir)
-
-
-def _import_loaders() -> None:
-    import mmguard.emma.eval_run  # noqa: F401  (registers "emma")
-    import mmguard.mmssl.eval_run  # noqa: F401  (registers "mmssl")
 
 
 def condition_labels(batch: MultimodalBatch) -> list[str]:

@@ -29,6 +29,7 @@ from mmguard.errors import DataError, SpecError
 from mmguard.faults.apply import apply_faults
 from mmguard.faults.builders import single_fault_spec
 from mmguard.faults.registry import as_kind, get_fault, list_faults
+from mmguard.io.figures import save_figure
 
 MAX_VECTOR_SAMPLES = 96
 MAX_LINES = 3
@@ -140,10 +141,7 @@ def preview_faults(
         ax.tick_params(labelsize=7)
     fig.suptitle(f"{name} ({kind.value}) under faults, seed {seed}", fontsize=10)
     fig.tight_layout()
-    out_path = Path(out_path)
-    if out_path.parent and not out_path.parent.exists():
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, format="png")
+    out_path = save_figure(fig, out_path)
     return {"out": str(out_path), "modality": name, "kind": kind.value, "faults": [f.name for f in faults],
             "seed": seed, "sample": shown, "samples": n}
 

@@ -1,4 +1,4 @@
-"""Typed configuration of an MMSSL run (``mmguard mmssl run``), validated with pydantic.
+"""Typed configuration of the MMSSL model (stage 1 and stage 2), validated with pydantic.
 
 Every default is a decision documented in docs/mmssl.md; the paper (summary in
 ``../shared/seeds/mmssl-paper-summary.md``) gives no numeric hyperparameters.
@@ -6,9 +6,9 @@ Every default is a decision documented in docs/mmssl.md; the paper (summary in
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class AutoencoderConfig(BaseModel):
@@ -63,59 +63,3 @@ class ComputeConfig(BaseModel):
         if v >= 1.0:
             raise ValueError(f"the corrector must be a contraction: lipschitz_bound < 1, got {v}")
         return v
-
-
-class MmsslRunConfig(BaseModel):
-    """Everything that defines an MMSSL experiment; saved as DIR/config.json."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    data: str
-    modalities: list[str] = Field(default_factory=lambda: ["camera", "kinematics"])
-    max_episodes: int | None = Field(None, ge=3)
-    split_seed: int = 0
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
-    autoencoder: AutoencoderConfig = Field(default_factory=AutoencoderConfig)
-    compute: ComputeConfig = Field(default_factory=ComputeConfig)
-    ablations: list[Literal["no_amplification", "no_renormalization", "no_contraction"]] = Field(
-        default_factory=lambda: ["no_amplification", "no_renormalization", "no_contraction"]
-    )
-    train_faults: dict[str, Any] | None = None
-    eval_faults: list[dict[str, Any]] | None = None
-    severity_sweep: bool = True
-    analysis: bool = True
-    threads: int | None = Field(None, ge=1)
-    quick: bool = False
-
-    @field_validator("modalities")
-    @classmethod
-    def _two(cls, v: list[str]) -> list[str]:
-        if len(v) < 2 or len(set(v)) != len(v):
-            raise ValueError(f"MMSSL needs at least 2 distinct modalities, got {v}")
-        return v
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        if not v or len(set(v)) != len(v):
-            raise ValueError(f"seeds must be a non-empty list of distinct integers, got {v}")
-        return v
-
-    @model_validator(mode="after")
-    def _ablations_unique(self) -> MmsslRunConfig:
-        if len(set(self.ablations)) != len(self.ablations):
-            raise ValueError(f"ablations listed twice: {self.ablations}")
-        return self
-
-    @classmethod
-    def quick_config(cls, **overrides: Any) -> MmsslRunConfig:
-        """CI-sized settings (2 seeds, at most 24 episodes, short training): minutes on 2 cores."""
-        base: dict[str, Any] = dict(
-            seeds=[0, 1],
-            max_episodes=24,
-            autoencoder=AutoencoderConfig(epochs=8, patience=None),
-            compute=ComputeConfig(epochs=15, corruption_draws=2, patience=None),
-            quick=True,
-        )
-        base.update(overrides)
-        return cls(**base)

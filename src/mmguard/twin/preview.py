@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from mmguard.errors import DataError, SpecError
+from mmguard.io.figures import save_figure
 from mmguard.twin.dataset import read_episode
 
 MAX_CHANNELS = 6
@@ -65,7 +66,6 @@ def preview(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from mmguard.twin.storage import replace_atomically
 
     out = Path(out_png).expanduser()
     if out.suffix.lower() != ".png":
@@ -132,8 +132,7 @@ def preview(
         ax.grid(alpha=0.3)
 
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        replace_atomically(out, lambda tmp: fig.savefig(tmp, format="png"))
+        save_figure(fig, out)
     except OSError as exc:
         raise DataError(f"cannot write {str(out)!r}: {exc.strerror or exc}") from None
     return out

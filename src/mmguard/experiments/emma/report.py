@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmguard.emma.config import EmmaRunConfig
+from mmguard.experiments.emma.config import EmmaRunConfig
 
 LABELS = {
     "base": "base-model",

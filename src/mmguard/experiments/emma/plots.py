@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mmguard.io.figures import save_figure  # noqa: E402
+
 COLORS = {"base": "tab:gray", "without": "tab:orange", "with": "tab:blue"}
 
 
@@ -50,8 +52,7 @@ def plot_sweeps(metrics: dict[str, Any], out: Path) -> Path:
     )
     fig.tight_layout()
     path = out / "robustness_sweep.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -72,8 +73,7 @@ def plot_total_energy(metrics: dict[str, Any], out: Path) -> Path:
     fig.legend(loc="upper center", fontsize=7)
     fig.tight_layout()
     path = out / "total_energy.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -103,6 +103,5 @@ def plot_grid(metrics: dict[str, Any], out: Path, key: str = "with") -> Path:
     fig.suptitle("Validation weighted F1 per configuration (mean over seeds)")
     fig.tight_layout()
     path = out / f"grid_{key}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
-from mmguard.io.atomic import atomic_write
+from mmguard.io.figures import save_figure
 
 MAIN_MODELS = ("mmae", "dae", "mmssl")
 
 
 def _save(fig, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            fh.write(buf.getvalue())
-
-    atomic_write(path, write)
-    return path
+    return save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def _figure(w: float, h: float):

@@ -1,4 +1,4 @@
-"""The fault scenarios of the MMSSL protocol, built from the batch's modality kinds.
+"""Fault scenarios built from a batch's modality kinds (the MMSSL protocol and `mmguard bench`).
 
 Decisions (docs/mmssl.md, "Fault protocol"):
 
@@ -75,7 +75,7 @@ SWEEP_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
 def _kind(batch: MultimodalBatch, name: str) -> str:
     kind = batch.spec(name).kind
     if kind == ModalityKind.TIMESERIES:
-        raise SpecError(f"MMSSL handles image and vector modalities; {name!r} is a time series")
+        raise SpecError(f"these fault scenarios cover image and vector modalities; {name!r} is a time series")
     return "image" if kind == ModalityKind.IMAGE else "vector"
 
 

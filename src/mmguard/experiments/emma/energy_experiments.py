@@ -47,9 +47,14 @@ import torch
 
 from mmguard.data.splits import Splits
 from mmguard.data.synthetic import MANIFOLDS, make_manifold
-from mmguard.emma.plots_energy import plot_manifold_fields, plot_potential_pos_neg, plot_potential_vs_noise
 from mmguard.emma.potential import TiedDAE, fit_dae
 from mmguard.eval.metrics import binary_auroc
+from mmguard.eval.stats import mean_std
+from mmguard.experiments.emma.plots_energy import (
+    plot_manifold_fields,
+    plot_potential_pos_neg,
+    plot_potential_vs_noise,
+)
 from mmguard.faults import apply_faults, single_fault_spec
 from mmguard.io.checkpoint import write_json
 
@@ -135,9 +140,8 @@ def disc_grid(radius: float, step: float) -> torch.Tensor:
 
 
 def _mean_std(values: torch.Tensor | np.ndarray | Sequence[float]) -> list[float]:
-    """[mean, std] (ddof=0) of a 1-D set of per-seed values."""
-    v = np.asarray(torch.as_tensor(values).double().cpu().numpy(), dtype=float).reshape(-1)
-    return [float(v.mean()), float(v.std())]
+    """[mean, std] (ddof=0, as these experiments always reported) of a 1-D set of per-seed values."""
+    return mean_std(torch.as_tensor(values), ddof=0)
 
 
 def _scores(dae: TiedDAE, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -16,16 +16,13 @@ import torch
 
 from mmguard.data.model import MultimodalBatch
 from mmguard.errors import CheckpointError
-from mmguard.eval.evaluate import LoadedRun, check_preprocessing, register_run_loader, run_config
+from mmguard.eval.evaluate import LoadedRun, check_preprocessing, run_config
 from mmguard.eval.metrics import binary_auroc
-from mmguard.mmssl.config import MmsslRunConfig
-from mmguard.mmssl.experiment import load_splits
+from mmguard.eval.stats import mean_std
+from mmguard.experiments.mmssl.config import MmsslRunConfig
+from mmguard.experiments.mmssl.experiment import load_splits
+from mmguard.experiments.runs import register_run_loader
 from mmguard.mmssl.pipeline import MmsslModels, group_errors, modality_groups, per_sample_errors
-
-
-def _mean_std(values: list[float]) -> list[float]:
-    a = np.asarray(values, dtype=np.float64)
-    return [float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0]
 
 
 def make_evaluator(seeds: dict[int, MmsslModels]):
@@ -63,9 +60,9 @@ def make_evaluator(seeds: dict[int, MmsslModels]):
                         float(binary_auroc(torch.cat([ref, s]), y)[0])
                     )
         for name, rows in per_seed_err.items():
-            errors[name] = {c: {k: _mean_std(v) for k, v in r.items()} for c, r in rows.items()}
+            errors[name] = {c: {k: mean_std(v) for k, v in r.items()} for c, r in rows.items()}
         for key, rows in per_seed_det.items():
-            det[key] = {c: _mean_std(v) for c, v in rows.items()}
+            det[key] = {c: mean_std(v) for c, v in rows.items()}
         return {"errors": errors, "detection": det}
 
     return evaluate

@@ -22,11 +22,11 @@ from typing import Any
 import torch
 
 from mmguard import __version__
-from mmguard.emma.config import EmmaRunConfig
-from mmguard.emma.experiment import EmmaExperiment, extract_members, load_splits
 from mmguard.emma.persist import save_model
-from mmguard.emma.plots import plot_grid, plot_sweeps, plot_total_energy
-from mmguard.emma.report import render_report
+from mmguard.experiments.emma.config import EmmaRunConfig
+from mmguard.experiments.emma.experiment import EmmaExperiment, extract_members, load_splits
+from mmguard.experiments.emma.plots import plot_grid, plot_sweeps, plot_total_energy
+from mmguard.experiments.emma.report import render_report
 from mmguard.io.checkpoint import atomic_write_text, save_checkpoint, write_json
 
 
@@ -116,7 +116,7 @@ def run_emma(
 
 def _chapter4(cfg: EmmaRunConfig, splits, out: Path, log) -> dict[str, Any]:
     """Experiment I (section 4.3) and potential energy as failure intensity (figs 6.1, 6.2)."""
-    from mmguard.emma.energy_experiments import run_failure_intensity, run_manifold_experiment
+    from mmguard.experiments.emma.energy_experiments import run_failure_intensity, run_manifold_experiment
 
     log("chapter 4 / section 6.2: potential energy experiments")
     # n_train=20000: with 2,000 points the thesis's 25 epochs leave the circle DAE unconverged

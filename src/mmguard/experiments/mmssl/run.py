@@ -19,12 +19,12 @@ from typing import Any
 import torch
 
 from mmguard import __version__
+from mmguard.experiments.mmssl.config import MmsslRunConfig
+from mmguard.experiments.mmssl.experiment import MmsslExperiment, load_splits, training_spec_of
+from mmguard.experiments.mmssl.plots import plot_errors, plot_families, plot_severity
+from mmguard.experiments.mmssl.report import render_report
+from mmguard.faults import scenarios
 from mmguard.io.checkpoint import atomic_write_text, save_checkpoint, write_json
-from mmguard.mmssl import scenarios
-from mmguard.mmssl.config import MmsslRunConfig
-from mmguard.mmssl.experiment import MmsslExperiment, load_splits, training_spec_of
-from mmguard.mmssl.plots import plot_errors, plot_families, plot_severity
-from mmguard.mmssl.report import render_report
 
 
 def run_mmssl(cfg: MmsslRunConfig, out_dir: str | Path, *, log=print) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def run_mmssl(cfg: MmsslRunConfig, out_dir: str | Path, *, log=print) -> dict[st
     first = cfg.seeds[0]
     spec = training_spec_of(cfg, splits.train)
     if cfg.analysis:
-        from mmguard.mmssl.diagnostics import run_diagnostics
+        from mmguard.experiments.mmssl.diagnostics import run_diagnostics
 
         metrics["analysis"] = run_diagnostics(cfg, splits, exp.models[first], spec, first, out, log=log)
     write_json(

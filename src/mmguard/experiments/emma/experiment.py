@@ -38,7 +38,7 @@ from scipy.stats import spearmanr
 
 from mmguard.data.model import MultimodalBatch
 from mmguard.data.splits import Splits, stratified_three_way
-from mmguard.emma.config import EmmaRunConfig
+from mmguard.emma.data import num_classes_of, schedule_spec, to_streams
 from mmguard.emma.losses import class_weights
 from mmguard.emma.network import EmmaNetwork
 from mmguard.emma.potential import TiedDAE
@@ -57,7 +57,9 @@ from mmguard.emma.training import (
 )
 from mmguard.errors import DataError
 from mmguard.eval.metrics import binary_f1, macro_f1, select_thresholds
-from mmguard.faults import apply_faults, per_modality_rates, single_fault_spec
+from mmguard.eval.stats import mean_std
+from mmguard.experiments.emma.config import EmmaRunConfig
+from mmguard.faults import apply_faults, single_fault_spec
 from mmguard.faults.rng import derive_seed
 from mmguard.train.ensemble import EnsembleMLP
 
@@ -74,41 +76,11 @@ THESIS_CODE_RUN = {  # one run of the thesis's own code on this machine kind (is
 Progress = Callable[[str], None]
 
 
-def mean_std(values: torch.Tensor | np.ndarray | list[float]) -> list[float]:
-    """[mean, sample std] over seeds (std 0 for a single value)."""
-    a = np.asarray(torch.as_tensor(values).double().cpu().numpy(), dtype=float).reshape(-1)
-    return [float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0]
-
-
 # ---------------------------------------------------------------------------- data
-def num_classes_of(batch: MultimodalBatch) -> int:
-    if batch.target is None:
-        raise DataError("EMMA experiments need a classification target")
-    y = batch.target
-    if y.is_floating_point() and not bool((y == y.round()).all()):
-        raise DataError("EMMA experiments need integer class labels, got a continuous target")
-    k = int(y.max()) + 1
-    if k < 2 or int(y.min()) < 0:
-        raise DataError(
-            f"class labels must be 0..K-1 with K >= 2, got range [{int(y.min())}, {int(y.max())}]"
-        )
-    return k
 
 
-def schedule_spec(names: tuple[str, ...], sigma: float, clean_fraction: float, fault: str = "gaussian_noise"):
-    """Section 6.3.1 generalised: clean_fraction clean, the rest evenly "only modality i"."""
-    rate = (1.0 - clean_fraction) / len(names)
-    params = {"sigma": sigma} if fault == "gaussian_noise" else {}
-    return per_modality_rates({n: rate for n in names}, fault, params, selection="exclusive")
 
 
-def to_streams(batches: list[MultimodalBatch]) -> dict[str, torch.Tensor]:
-    """Stack per-seed copies of a split into a stream dict (see mmguard.emma.training)."""
-    names = batches[0].names
-    out = {f"m{i}": torch.stack([b.modalities[n] for b in batches]) for i, n in enumerate(names)}
-    out["y"] = torch.stack([b.target.long() for b in batches])
-    out["mask"] = torch.stack([b.mask_or_clean() for b in batches])
-    return out
 
 
 def condition_names(names: tuple[str, ...]) -> list[str]:

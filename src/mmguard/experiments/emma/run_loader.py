@@ -8,11 +8,12 @@ from typing import Any
 import torch
 
 from mmguard.data.model import MultimodalBatch
-from mmguard.emma.config import EmmaRunConfig
-from mmguard.emma.experiment import load_splits, num_classes_of
 from mmguard.emma.persist import load_model
 from mmguard.errors import CheckpointError
-from mmguard.eval.evaluate import LoadedRun, check_preprocessing, register_run_loader, run_config
+from mmguard.eval.evaluate import LoadedRun, check_preprocessing, run_config
+from mmguard.experiments.emma.config import EmmaRunConfig
+from mmguard.experiments.emma.experiment import load_splits, num_classes_of
+from mmguard.experiments.runs import register_run_loader
 
 
 def _predictor(model: torch.nn.Module, names: tuple[str, ...]):

@@ -47,7 +47,6 @@ Decisions
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -57,6 +56,7 @@ import numpy as np
 import torch
 
 from mmguard.errors import DataError
+from mmguard.eval.stats import mean_std
 from mmguard.seeding import derive_seed
 
 __all__ = [
@@ -446,12 +446,7 @@ def fault_energy_spread(
         metrics[f"top{k}_share"] = top / tot_k
     metrics["participation_ratio"] = tot_k.pow(2) / e_k.pow(2).sum(dim=1) / d
 
-    def mean_std(t: torch.Tensor) -> list[float]:
-        if t.numel() == 0:
-            return [float("nan"), float("nan")]
-        return [float(t.mean()), float(t.std(unbiased=False))]
-
-    out: dict[str, Any] = {name: mean_std(t) for name, t in metrics.items()}
+    out: dict[str, Any] = {name: mean_std(t, ddof=0) for name, t in metrics.items()}
     out["dim"] = int(d)
     out["energy"] = float(total.mean())
     out["samples"] = int(keep.sum())
@@ -613,7 +608,7 @@ def plot_latent_tsne(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from mmguard.io.atomic import atomic_write
+    from mmguard.io.figures import save_figure
 
     out = Path(path).expanduser()
     if out.suffix.lower() != ".png":
@@ -631,8 +626,4 @@ def plot_latent_tsne(
     ax.set_yticks([])
     ax.set_title(title if title is not None else "latent t-SNE", fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    data = buf.getvalue()
-    atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
-    return out
+    return save_figure(fig, out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmguard.mmssl.config import MmsslRunConfig
+from mmguard.experiments.mmssl.config import MmsslRunConfig
 
 
 def _pm(v: list[float], digits: int = 4) -> str:

@@ -1,6 +1,6 @@
 """The analyses the paper's theory calls for, on one seed's trained models (issue #5).
 
-* per-layer local Lipschitz constants (power iteration on JᵀJ, :mod:`mmguard.mmssl.analysis`)
+* per-layer local Lipschitz constants (power iteration on JᵀJ, :mod:`mmguard.analysis.estimators`)
   of each modality encoder, for the MMAE (stage 1, clean training) and the DAE (trained on
   corruption) — stage 1's purpose is to *preserve* sensitivity;
 * Jacobian variation under input noise (lemma 3.7);
@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 
+from mmguard.analysis import estimators as analysis
 from mmguard.data.model import ModalityKind
 from mmguard.data.splits import Splits
+from mmguard.experiments.mmssl.config import MmsslRunConfig
 from mmguard.faults import FaultSpec, apply_faults
-from mmguard.mmssl import analysis
 from mmguard.mmssl.autoencoder import MultimodalAutoencoder
-from mmguard.mmssl.config import MmsslRunConfig
 from mmguard.mmssl.gate import route, sample_scores
 from mmguard.mmssl.pipeline import MmsslModels
 from mmguard.mmssl.stages import encode, train_autoencoder

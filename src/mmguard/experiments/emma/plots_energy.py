@@ -1,4 +1,4 @@
-"""Figures for the energy experiments of :mod:`mmguard.emma.energy_experiments`.
+"""Figures for the energy experiments of :mod:`mmguard.experiments.emma.energy_experiments`.
 
 * :func:`plot_manifold_fields` — thesis figures 4.6 and 4.7 in one PNG: per manifold, the
   reconstruction field ``r(x) - x`` (quiver), the potential Psi (eq. 4.7) and the squared
@@ -22,13 +22,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
+from mmguard.io.figures import save_figure
+
 
 def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(path, format="png")
-    return path
+    return save_figure(fig, path)
 
 
 def plot_manifold_fields(fields: Mapping[str, Mapping[str, Any]], path: str | Path, *,

@@ -1,0 +1,1 @@
+"""Model-agnostic analyses: local Lipschitz and Jacobian estimators, fault-energy spread, MMD, Fréchet, t-SNE."""

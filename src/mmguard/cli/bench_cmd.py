@@ -1,0 +1,70 @@
+"""``mmguard bench``: every chosen guard × seeds on the same splits and faulty batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from mmguard.cli import dataopts as opt
+from mmguard.cli.common import JSON_OPTION, print_json
+from mmguard.errors import SpecError
+
+console = Console(stderr=True, log_path=False)
+
+
+def bench_command(
+    data: str = opt.DATA,
+    guards: str = typer.Option(..., "--guards", help="Comma-separated registered guards, e.g. mmae,dae,mmssl."),
+    out: Path = typer.Option(..., "--out", help="Run directory (config, metrics.json, report.md, plots, guards)."),
+    seeds: int = typer.Option(5, "--seeds", min=1, help="Number of seeds (0..N-1 after --seed)."),
+    seed: int = typer.Option(0, "--seed", help="First seed; also the split seed."),
+    modalities: Path | None = opt.MAPPING,
+    data_dir: Path | None = opt.DATA_DIR,
+    faults: list[Path] = typer.Option([], "--faults", help="Extra fault spec(s), JSON or YAML (repeatable)."),
+    config: Path | None = typer.Option(None, "--config", help="Per-guard settings: {guard: {...}}, JSON or YAML."),
+    reference: str | None = typer.Option(None, "--reference", help="Guard for paired ratios (default: first "
+                                                                   "correcting guard)."),
+    quick: bool = typer.Option(False, "--quick", help="CI-sized guard settings (few epochs)."),
+    no_families: bool = typer.Option(False, "--no-families", help="Skip the per-family conditions."),
+    no_sweep: bool = typer.Option(False, "--no-sweep", help="Skip the severity sweeps."),
+    split_by: str = opt.SPLIT_BY,
+    train_groups: str | None = opt.TRAIN_GROUPS,
+    val_groups: str | None = opt.VAL_GROUPS,
+    test_groups: str | None = opt.TEST_GROUPS,
+    device: str = opt.DEVICE,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Fit each guard per seed on the same splits, evaluate all on the same faulty batches, report."""
+    from pydantic import ValidationError
+
+    from mmguard.experiments.harness import BenchConfig, run_bench
+    from mmguard.faults import load_spec
+
+    names = [g.strip() for g in guards.split(",") if g.strip()]
+    specs = []
+    for path in faults:
+        if not path.is_file():
+            raise SpecError(f"fault spec {str(path)!r} does not exist")
+        specs.append(load_spec(path).to_dict())
+    per_guard = opt.read_config_file(config) or {}
+    if not all(isinstance(v, dict) for v in per_guard.values()):
+        raise SpecError("--config must map guard names to mappings of settings")
+    split = opt.split_description(split_by, train_groups, val_groups, test_groups, seed)
+    try:
+        cfg = BenchConfig(data={"source": data, "mapping": str(modalities) if modalities else None,
+                                "split": split},
+                          guards=names, guard_configs=per_guard, seeds=list(range(seed, seed + seeds)),
+                          families=not no_families, severity_sweep=not no_sweep, faults=specs,
+                          reference=reference, quick=quick, device=device)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise SpecError(f"invalid bench option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    batch = opt.load_data(data, modalities, data_dir, seed)
+    splits = opt.split_data(batch, split_by, train_groups, val_groups, test_groups, seed)
+    metrics = run_bench(cfg, splits, out, log=lambda m: console.log(f"bench: {m}"))
+    if json_out:
+        print_json({k: v for k, v in metrics.items() if k != "guards"} | {"guards": list(metrics["guards"])})
+        return
+    typer.echo((out / "report.md").read_text(encoding="utf-8"))

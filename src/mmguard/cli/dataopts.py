@@ -1,0 +1,79 @@
+"""Data options shared by ``fit``, ``score``, ``transform`` and ``bench``: load any dataset, split it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from mmguard.errors import SpecError
+
+DATA = typer.Option(..., "--data", help="Dataset: htru2, toy, csv:PATH, parquet:PATH, npz:PATH, h5:PATH, twin:PATH.")
+MAPPING = typer.Option(None, "--modalities", help="YAML mapping of table columns to modalities (csv:/parquet:).")
+DATA_DIR = typer.Option(None, "--data-dir", help="Folder with one sub-folder per named dataset "
+                                                 "(default: $MMGUARD_DATA_DIR).")
+SPLIT_BY = typer.Option("auto", "--split-by", help="auto (episodes if present, else random stratified), "
+                                                   "random, or a meta column to split by (e.g. episode, batch).")
+TRAIN_GROUPS = typer.Option(None, "--train-groups", help="Explicit split: comma-separated values of the "
+                                                         "--split-by column for training, e.g. 1,2.")
+VAL_GROUPS = typer.Option(None, "--val-groups", help="Explicit validation groups (default: 15 %% of the "
+                                                     "training groups' samples).")
+TEST_GROUPS = typer.Option(None, "--test-groups", help="Explicit test groups, e.g. 3,4,5,6.")
+DEVICE = typer.Option("cpu", "--device", help="auto, cpu or cuda.")
+
+
+def parse_groups(text: str | None, option: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SpecError(f"{option} must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise SpecError(f"{option} is empty")
+    return values
+
+
+def load_data(data: str, mapping: Path | None, data_dir: Path | None, seed: int = 0):
+    """The dataset as one :class:`MultimodalBatch` (one-line errors from the data layer)."""
+    from mmguard.data import load_dataset
+
+    if mapping is not None and not mapping.is_file():
+        raise SpecError(f"modality mapping {str(mapping)!r} does not exist")
+    return load_dataset(data, data_dir=data_dir, mapping=mapping, seed=seed)
+
+
+def split_data(batch, split_by: str, train_groups: str | None, val_groups: str | None,
+               test_groups: str | None, seed: int):
+    from mmguard.data.splits import make_splits
+
+    return make_splits(batch, split_by=split_by, train_groups=parse_groups(train_groups, "--train-groups"),
+                       val_groups=parse_groups(val_groups, "--val-groups"),
+                       test_groups=parse_groups(test_groups, "--test-groups"), seed=seed)
+
+
+def split_description(split_by: str, train_groups: str | None, val_groups: str | None,
+                      test_groups: str | None, seed: int) -> dict[str, Any]:
+    return {"split_by": split_by, "train_groups": train_groups, "val_groups": val_groups,
+            "test_groups": test_groups, "split_seed": seed}
+
+
+def read_config_file(path: Path | None) -> dict[str, Any] | None:
+    """A guard config from a JSON or YAML file (validated later by the guard's config class)."""
+    if path is None:
+        return None
+    import json
+
+    import yaml
+
+    if not path.is_file():
+        raise SpecError(f"config file {str(path)!r} does not exist")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise SpecError(f"malformed config file {str(path)!r}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"config file {str(path)!r} must hold a mapping of settings")
+    return data

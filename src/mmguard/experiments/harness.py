@@ -1,0 +1,294 @@
+"""One benchmark harness for every registered guard (``mmguard bench``).
+
+For each seed, every guard is fitted on the **same** splits (raw units; each guard fits its
+own standardiser on the training split) and evaluated on the **same** faulty test batches:
+
+* ``clean`` — the clean test split;
+* ``mix`` — the trained fault mix (:func:`mmguard.faults.scenarios.training_spec`: 40 % clean,
+  48 % one modality, 12 % common cause) on the test split: the headline detection numbers;
+* every fault **family** at rate 1 (:func:`~mmguard.faults.scenarios.family_specs`): trained
+  and unseen families per modality, and the trained / unseen **common-cause** failures;
+* **severity sweeps** (0.25× to 4× the nominal severity) of a trained and an unseen family
+  per modality kind;
+* any user spec (``--faults SPEC``), labelled ``custom:<scenario name>``.
+
+Faults act on the test split standardised with the training statistics (the units every
+protocol in mmguard uses), then go back to raw units for the guards. Each (guard, seed)
+is one unit of work: its metrics are written atomically to ``units/<guard>/seed<k>.json``
+and its fitted guard to ``guards/<guard>/seed<k>/``; a rerun with the same configuration
+skips finished units (resume after a kill), a different configuration in the same
+directory is refused. The test split is evaluated once per unit, for the report.
+
+Aggregation: mean ± std over seeds of every metric, and **paired per-seed ratios** of the
+combined error against the reference guard (``reference``, default the first guard) and
+against the input itself ("none": no guard).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mmguard.data.model import MultimodalBatch
+from mmguard.data.preprocessing import Standardizer
+from mmguard.data.splits import Splits
+from mmguard.errors import CheckpointError, SpecError
+from mmguard.eval.guard_eval import evaluate_guard, input_errors
+from mmguard.eval.stats import mean_std
+from mmguard.faults import apply_faults, load_spec
+from mmguard.faults.scenarios import family_specs, sweep_specs, training_spec
+from mmguard.guard import create_guard
+from mmguard.io.checkpoint import read_json, write_json
+from mmguard.seeding import derive_seed
+
+Log = Callable[[str], None]
+
+
+class BenchConfig(BaseModel):
+    """Everything that defines a benchmark run; saved as DIR/config.json."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: dict[str, Any] = Field(default_factory=dict, description="how the data were loaded and split")
+    guards: list[str]
+    guard_configs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
+    families: bool = True
+    severity_sweep: bool = True
+    faults: list[dict[str, Any]] = Field(default_factory=list)
+    reference: str | None = None
+    quick: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+
+    @field_validator("guards")
+    @classmethod
+    def _guards(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"guards must be a non-empty list of distinct names, got {v}")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"seeds must be a non-empty list of distinct integers, got {v}")
+        return v
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the numbers (not the device)."""
+        payload = self.model_dump(mode="json", exclude={"device"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_guards(cfg: BenchConfig, splits: Splits) -> None:
+    """Fail early (one line) on an unknown guard, a bad guard config or data a guard cannot take."""
+    for name in cfg.guards:
+        create_guard(name, cfg.guard_configs.get(name), quick=cfg.quick)._check_data(splits.train, "training split")
+    unknown = sorted(set(cfg.guard_configs) - set(cfg.guards))
+    if unknown:
+        raise SpecError(f"guard configs given for guards not in the benchmark: {unknown}")
+    if cfg.reference is not None and cfg.reference not in cfg.guards:
+        raise SpecError(f"reference guard {cfg.reference!r} is not among {cfg.guards}")
+
+
+# ---------------------------------------------------------------------------- conditions
+def conditions(cfg: BenchConfig, test_std: MultimodalBatch, seed: int) -> dict[str, tuple[str, MultimodalBatch]]:
+    """{label: (origin, faulty standardised test batch)} — the same for every guard of a seed."""
+    out: dict[str, tuple[str, MultimodalBatch]] = {"clean": ("clean", test_std)}
+    out["mix"] = ("mix", apply_faults(test_std, training_spec(test_std), seed=derive_seed(seed, "bench", "mix")))
+    if cfg.families:
+        for label, (origin, spec) in family_specs(test_std).items():
+            kind = "common_cause" if label.startswith("common_cause") else origin
+            out[label] = (kind, apply_faults(test_std, spec, seed=derive_seed(seed, "bench", label)))
+    if cfg.severity_sweep:
+        for family, rows in sweep_specs(test_std).items():
+            for value, spec in rows:
+                label = f"{family}@{value:g}"
+                out[label] = ("sweep", apply_faults(test_std, spec, seed=derive_seed(seed, "bench", label)))
+    for i, raw in enumerate(cfg.faults):
+        spec = load_spec(raw)
+        label = f"custom:{spec.scenario.name or i}"
+        out[label] = ("custom", apply_faults(test_std, spec, seed=derive_seed(seed, "bench", label)))
+    return out
+
+
+# ---------------------------------------------------------------------------- one unit
+def run_unit(cfg: BenchConfig, name: str, seed: int, splits: Splits, conds: dict[str, tuple[str, MultimodalBatch]],
+             st: Standardizer, guard_dir: Path) -> dict[str, Any]:
+    """Fit one guard with one seed, save it, and evaluate it on every condition (plain floats)."""
+    guard = create_guard(name, cfg.guard_configs.get(name), device=cfg.device, quick=cfg.quick)
+    t0 = time.perf_counter()
+    report = guard.fit(splits, seed=seed)
+    fit_s = time.perf_counter() - t0
+    guard.save(guard_dir)
+    clean_test = conds["clean"][1]
+    clean_scores = guard.score(st.inverse(clean_test)) if guard.flags else None
+    t1 = time.perf_counter()
+    results: dict[str, Any] = {}
+    for label, (origin, faulty_std) in conds.items():
+        res = evaluate_guard(guard, st.inverse(faulty_std), clean_test, st, clean_scores=clean_scores)
+        res.pop("scores")
+        results[label] = {"origin": origin, **res}
+    return {
+        "guard": name,
+        "seed": seed,
+        "capabilities": guard.capabilities(),
+        "fit_s": fit_s,
+        "eval_s": time.perf_counter() - t1,
+        "fit": {k: v for k, v in report.items() if k != "calibration"},
+        "conditions": results,
+    }
+
+
+def baseline_unit(conds: dict[str, tuple[str, MultimodalBatch]]) -> dict[str, Any]:
+    """The "none" row: errors of the faulty input itself (no guard)."""
+    clean = conds["clean"][1]
+    return {label: {"origin": origin, "errors": input_errors(b, clean)} for label, (origin, b) in conds.items()}
+
+
+# ---------------------------------------------------------------------------- the run
+def run_bench(cfg: BenchConfig, splits: Splits, out_dir: str | Path, *, log: Log = print) -> dict[str, Any]:
+    """Run (or resume) the benchmark into ``out_dir``; returns the aggregated metrics."""
+    from mmguard.experiments.bench_report import render_report, write_plots
+
+    out = Path(out_dir)
+    if splits.standardized:
+        raise SpecError("run_bench takes raw splits")
+    check_guards(cfg, splits)
+    cfg_path = out / "config.json"
+    fp = cfg.fingerprint()
+    if cfg_path.is_file():
+        old = read_json(cfg_path)
+        if not isinstance(old, dict) or old.get("fingerprint") != fp:
+            raise CheckpointError(
+                f"{str(out)!r} holds a benchmark with a different configuration; use another --out"
+            )
+    write_json(cfg_path, {"method": "bench", "fingerprint": fp, **cfg.model_dump(mode="json")})
+    st = Standardizer.fit(splits.train)
+    test_std = st.transform(splits.test)
+    log(f"data: {splits.sizes()} samples (train/val/test); modalities "
+        + ", ".join(f"{s.name}{tuple(s.shape)}" for s in splits.train.specs))
+    t0 = time.perf_counter()
+    units: dict[str, dict[int, dict[str, Any]]] = {g: {} for g in cfg.guards}
+    inputs: dict[int, dict[str, Any]] = {}
+    for seed in cfg.seeds:
+        conds = conditions(cfg, test_std, seed)
+        inputs[seed] = baseline_unit(conds)
+        for name in cfg.guards:
+            path = out / "units" / name / f"seed{seed}.json"
+            if path.is_file():
+                unit = read_json(path)
+                if isinstance(unit, dict) and unit.get("fingerprint") == fp:
+                    units[name][seed] = unit
+                    log(f"seed {seed}: {name} already done (resumed)")
+                    continue
+            unit = run_unit(cfg, name, seed, splits, conds, st, out / "guards" / name / f"seed{seed}")
+            unit["fingerprint"] = fp
+            write_json(path, unit)
+            units[name][seed] = unit
+            log(f"seed {seed}: {name} fitted in {unit['fit_s']:.1f} s, evaluated on {len(conds)} conditions "
+                f"in {unit['eval_s']:.1f} s; " + _headline(unit))
+    metrics = aggregate(cfg, units, inputs)
+    metrics["data"] = {**cfg.data, "sizes": splits.sizes(),
+                       "modalities": [s.to_dict() for s in splits.train.specs]}
+    metrics["wall_s"] = time.perf_counter() - t0
+    write_json(out / "metrics.json", metrics)
+    metrics["plots"] = [str(p.name) for p in write_plots(metrics, out)]
+    write_json(out / "metrics.json", metrics)
+    from mmguard.io.checkpoint import atomic_write_text
+
+    atomic_write_text(out / "report.md", render_report(metrics))
+    return metrics
+
+
+def _headline(unit: dict[str, Any]) -> str:
+    mix = unit["conditions"]["mix"]
+    parts = []
+    if "errors" in mix and mix["errors"]["faulty"]:
+        parts.append(f"faulty combined error {mix['errors']['faulty']['combined']:.4f}")
+    if "detection" in mix and mix["detection"]["auroc"] is not None:
+        parts.append(f"AUROC {mix['detection']['auroc']:.3f}")
+    if "prediction" in mix:
+        parts.append(f"F1 {mix['prediction']['f1']:.3f}")
+    return ", ".join(parts) or "done"
+
+
+# ---------------------------------------------------------------------------- aggregation
+def _walk(values: list[Any]) -> Any:
+    """Aggregate a list of per-seed JSON trees of identical shape: numbers → {mean, std, seeds}."""
+    first = values[0]
+    if isinstance(first, dict):
+        return {k: _walk([v[k] for v in values]) for k in first}
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        if any(v is None for v in values):
+            return None
+        ms = mean_std(values)
+        return {"mean": ms[0], "std": ms[1], "seeds": [float(v) for v in values]}
+    if first is None:
+        defined = [v for v in values if v is not None]
+        return _walk(defined) if defined and len(defined) == len(values) else None
+    if isinstance(first, list) and first and isinstance(first[0], (int, float)):
+        return [mean_std([v[i] for v in values]) for i in range(len(first))]
+    return first
+
+
+def aggregate(cfg: BenchConfig, units: dict[str, dict[int, dict[str, Any]]],
+              inputs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    seeds = cfg.seeds
+    guards: dict[str, Any] = {}
+    for name in cfg.guards:
+        per_seed = [units[name][s] for s in seeds]
+        guards[name] = {
+            "capabilities": per_seed[0]["capabilities"],
+            "fit_s": mean_std([u["fit_s"] for u in per_seed]),
+            "eval_s": mean_std([u["eval_s"] for u in per_seed]),
+            "conditions": {label: _walk([u["conditions"][label] for u in per_seed])
+                           for label in per_seed[0]["conditions"]},
+        }
+    none = {label: _walk([inputs[s][label] for s in seeds]) for label in inputs[seeds[0]]}
+    reference = cfg.reference or next((g for g in cfg.guards if guards[g]["capabilities"]["correct"]), None)
+    ratios: dict[str, Any] = {}
+    correcting = [g for g in cfg.guards if guards[g]["capabilities"]["correct"]]
+    for name in correcting:
+        ratios[name] = {}
+        for label in guards[name]["conditions"]:
+            subset = "clean" if label == "clean" else "faulty"
+            row: dict[str, Any] = {}
+            mine = [_combined(units[name][s], label, subset) for s in seeds]
+            if reference is not None and reference != name:
+                ref = [_combined(units[reference][s], label, subset) for s in seeds]
+                row[f"vs_{reference}"] = _ratio(mine, ref)
+            if subset == "faulty":
+                row["vs_none"] = _ratio(mine, [_input_combined(inputs[s], label) for s in seeds])
+            ratios[name][label] = row
+    return {
+        "seeds": seeds,
+        "guards": guards,
+        "none": none,
+        "reference": reference,
+        "paired_ratios": ratios,
+        "condition_origins": {label: c["origin"] for label, c in inputs[seeds[0]].items()},
+    }
+
+
+def _combined(unit: dict[str, Any], label: str, subset: str) -> float | None:
+    errs = unit["conditions"][label].get("errors", {})
+    part = errs.get(subset) or errs.get("all")
+    return None if part is None else part["combined"]
+
+
+def _input_combined(inp: dict[str, Any], label: str) -> float | None:
+    part = inp[label]["errors"].get("faulty")
+    return None if part is None else part["combined"]
+
+
+def _ratio(a: list[float | None], b: list[float | None]) -> list[float] | None:
+    if any(x is None for x in a) or any(y is None or y == 0 for y in b):
+        return None
+    return mean_std([x / y for x, y in zip(a, b, strict=True)])  # type: ignore[operator]
