@@ -87,3 +87,21 @@ def test_cli_info_npz(capsys, tmp_path: Path) -> None:
     np.savez(tmp_path / "a.npz", a=np.zeros((30, 2)), b=np.ones((30, 4, 3)), target=np.arange(30) % 2)
     code, out, _ = run_cli(capsys, "data", "info", f"npz:{tmp_path / 'a.npz'}")
     assert code == 0 and "timeseries (4x3)" in out
+
+
+def test_cli_info_wide_table_shows_counts_not_every_column(capsys, tmp_path: Path) -> None:
+    cols = [f"c{i:03d}" for i in range(300)]
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(20, 302))
+    lines = [",".join(cols + ["v0", "v1"])] + [",".join(f"{v:.4f}" for v in row) for row in values]
+    (tmp_path / "wide.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "map.yaml").write_text("modalities:\n  wide: [" + ", ".join(cols) + "]\n  small: [v0, v1]\ntarget: null\n")
+    code, out, err = run_cli(capsys, "data", "info", f"csv:{tmp_path / 'wide.csv'}",
+                             "--modalities", str(tmp_path / "map.yaml"))
+    assert code == 0, err
+    wide = next(line for line in out.splitlines() if line.strip().startswith("wide"))
+    assert "vector (300)" in wide and "c000, c001, c002, c003, ... (+296 more)" in wide and "c299" not in wide
+    assert "[v0, v1]" in out
+    code, out, _ = run_cli(capsys, "data", "info", f"csv:{tmp_path / 'wide.csv'}",
+                           "--mapping", str(tmp_path / "map.yaml"), "--verbose")
+    assert code == 0 and "c299" in out and "more)" not in out

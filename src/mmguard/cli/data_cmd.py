@@ -12,13 +12,25 @@ from mmguard.cli.common import JSON_OPTION, SEED_OPTION, fail, print_json
 app = typer.Typer(no_args_is_help=True, help="Inspect, list and download datasets.")
 
 
-def _format_info(info: dict[str, Any]) -> str:
+SHOWN_CHANNELS = 4
+
+
+def _channels(names: list[str], verbose: bool) -> str:
+    """``[a, b, c, d, ... (+12 more)]``: the first few channel names, all of them with ``verbose``."""
+    if not names:
+        return ""
+    shown = names if verbose or len(names) <= SHOWN_CHANNELS else names[:SHOWN_CHANNELS]
+    more = f", ... (+{len(names) - len(shown)} more)" if len(shown) < len(names) else ""
+    return f"  [{', '.join(shown)}{more}]"
+
+
+def _format_info(info: dict[str, Any], verbose: bool = False) -> str:
     m = len(info["modalities"])
     lines = [f"{info['source']}: {info['n_samples']:,} samples, {m} modalit{'y' if m == 1 else 'ies'}"]
     width = max(len(m["name"]) for m in info["modalities"])
     for m in info["modalities"]:
         shape = "x".join(str(s) for s in m["shape"])
-        channels = f"  [{', '.join(m['channels'])}]" if m["channels"] else ""
+        channels = _channels(m["channels"], verbose)
         lines.append(f"  {m['name']:<{width}}  {m['kind']} ({shape}){channels}")
     if info["meta"]:
         lines.append(f"meta: {', '.join(info['meta'])}")
@@ -59,8 +71,9 @@ def info_command(
         help="Folder with one sub-folder per dataset (default: $MMGUARD_DATA_DIR, then the cache).",
     ),
     mapping: Path | None = typer.Option(
-        None, "--mapping", help="YAML mapping of table columns to modalities (csv:/parquet: data)."
+        None, "--mapping", "--modalities", help="YAML mapping of table columns to modalities (csv:/parquet: data)."
     ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="List every channel name of every modality."),
     seed: int = SEED_OPTION,
 ) -> None:
     """Sizes, modalities, class balance and the thesis split (67 % train, rest halved)."""
@@ -70,7 +83,7 @@ def info_command(
     if json_out:
         print_json(info)
     else:
-        typer.echo(_format_info(info))
+        typer.echo(_format_info(info, verbose))
 
 
 @app.command("list")

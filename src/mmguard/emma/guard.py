@@ -41,7 +41,7 @@ from mmguard.emma.training import (
     train_daes,
     train_with,
 )
-from mmguard.errors import CheckpointError
+from mmguard.errors import CheckpointError, DataError
 from mmguard.eval.metrics import select_thresholds
 from mmguard.emma.data import num_classes_of, schedule_spec, to_streams
 from mmguard.faults import apply_faults
@@ -79,7 +79,8 @@ class EmmaGuard(Guard):
     quick_config = {"epochs": 8, "dae_epochs": 8}
     flags = True
     predicts = True
-    modality_kinds = frozenset({"vector"})
+    # images and time series are flattened for their tied DAE (thesis section 4.4 names this limit)
+    modality_kinds = frozenset({"vector", "image", "timeseries"})
     min_modalities = 2
     needs_target = True
 
@@ -98,6 +99,9 @@ class EmmaGuard(Guard):
     def _fit(self, train: MultimodalBatch, val: MultimodalBatch, *, seed: int, progress: bool) -> dict[str, Any]:
         cfg = self.config
         self.num_classes = num_classes_of(train)
+        if self.num_classes == 2 and torch.unique(val.target).numel() < 2:
+            raise DataError("the validation split holds a single class; EMMA chooses its decision threshold "
+                            "on validation and needs both (more data, or another --split-by)")
         m = len(self.specs)
         seeds = [seed]
         one = torch.zeros(1, dtype=torch.long)

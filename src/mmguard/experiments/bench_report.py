@@ -38,6 +38,13 @@ def _rows_of(metrics: dict[str, Any], origins: tuple[str, ...]) -> list[str]:
     return [lbl for lbl, o in metrics["condition_origins"].items() if o in origins]
 
 
+def _split_text(split: dict[str, Any]) -> str:
+    if split.get("train_groups"):
+        parts = [f"{k} groups {split[f'{k}_groups']}" for k in ("train", "val", "test") if split.get(f"{k}_groups")]
+        return f"explicit split by `{split.get('split_by')}`: " + ", ".join(parts)
+    return f"split `{split.get('split_by', 'auto')}` (seed {split.get('split_seed', 0)})"
+
+
 def render_report(metrics: dict[str, Any]) -> str:
     guards = list(metrics["guards"])
     correcting = [g for g in guards if metrics["guards"][g]["capabilities"]["correct"]]
@@ -48,7 +55,7 @@ def render_report(metrics: dict[str, Any]) -> str:
     lines = [
         "# Benchmark report",
         "",
-        f"Data: `{data.get('source', '?')}`, split {data.get('split', '?')}: sizes {data.get('sizes')}; "
+        f"Data: `{data.get('source', '?')}`; {_split_text(data.get('split') or {})}; sizes {data.get('sizes')}; "
         f"seeds {metrics['seeds']}. Values are mean ± std over seeds. Errors are MSE per sample in the "
         "training split's standardised units against the clean input, summed over modalities (combined).",
         "",

@@ -14,10 +14,10 @@ own standardiser on the training split) and evaluated on the **same** faulty tes
 
 Faults act on the test split standardised with the training statistics (the units every
 protocol in mmguard uses), then go back to raw units for the guards. Each (guard, seed)
-is one unit of work: its metrics are written atomically to ``units/<guard>/seed<k>.json``
-and its fitted guard to ``guards/<guard>/seed<k>/``; a rerun with the same configuration
-skips finished units (resume after a kill), a different configuration in the same
-directory is refused. The test split is evaluated once per unit, for the report.
+is one unit of work (:mod:`mmguard.experiments.units`): its metrics are written atomically to
+``units/<guard>/seed<k>.json`` and its fitted guard to ``guards/<guard>/seed<k>/``; a rerun with
+the same configuration and data skips finished units (resume after a kill), a different one
+in the same directory is refused. The test split is evaluated once per unit, for the report.
 
 Aggregation: mean ± std over seeds of every metric, and **paired per-seed ratios** of the
 combined error against the reference guard (``reference``, default the first guard) and
@@ -26,8 +26,6 @@ against the input itself ("none": no guard).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,13 +36,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mmguard.data.model import MultimodalBatch
 from mmguard.data.preprocessing import Standardizer
 from mmguard.data.splits import Splits
-from mmguard.errors import CheckpointError, SpecError
+from mmguard.errors import SpecError
 from mmguard.eval.guard_eval import evaluate_guard, input_errors
 from mmguard.eval.stats import mean_std
+from mmguard.experiments.units import RunUnits, data_fingerprint
 from mmguard.faults import apply_faults, load_spec
 from mmguard.faults.scenarios import family_specs, sweep_specs, training_spec
 from mmguard.guard import create_guard
-from mmguard.io.checkpoint import read_json, write_json
+from mmguard.io.checkpoint import write_json
 from mmguard.seeding import derive_seed
 
 Log = Callable[[str], None]
@@ -79,11 +78,6 @@ class BenchConfig(BaseModel):
         if not v or len(set(v)) != len(v):
             raise ValueError(f"seeds must be a non-empty list of distinct integers, got {v}")
         return v
-
-    def fingerprint(self) -> str:
-        """Hash of everything that changes the numbers (not the device)."""
-        payload = self.model_dump(mode="json", exclude={"device"})
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def check_guards(cfg: BenchConfig, splits: Splits) -> None:
@@ -161,16 +155,12 @@ def run_bench(cfg: BenchConfig, splits: Splits, out_dir: str | Path, *, log: Log
     if splits.standardized:
         raise SpecError("run_bench takes raw splits")
     check_guards(cfg, splits)
-    cfg_path = out / "config.json"
-    fp = cfg.fingerprint()
-    if cfg_path.is_file():
-        old = read_json(cfg_path)
-        if not isinstance(old, dict) or old.get("fingerprint") != fp:
-            raise CheckpointError(
-                f"{str(out)!r} holds a benchmark with a different configuration; use another --out"
-            )
-    write_json(cfg_path, {"method": "bench", "fingerprint": fp, **cfg.model_dump(mode="json")})
     st = Standardizer.fit(splits.train)
+    for raw in cfg.faults:  # a user spec naming an unknown modality fails before anything is written
+        apply_faults(splits.test.select(slice(0, 2)), load_spec(raw), seed=0)
+    cfg = cfg.model_copy(update={"data": {**cfg.data, "content": data_fingerprint(splits, st)}})
+    store = RunUnits(out, cfg.model_dump(mode="json", exclude={"device"}), method="bench")
+    write_json(out / "config.json", {"method": "bench", **cfg.model_dump(mode="json")})
     test_std = st.transform(splits.test)
     log(f"data: {splits.sizes()} samples (train/val/test); modalities "
         + ", ".join(f"{s.name}{tuple(s.shape)}" for s in splits.train.specs))
@@ -181,16 +171,14 @@ def run_bench(cfg: BenchConfig, splits: Splits, out_dir: str | Path, *, log: Log
         conds = conditions(cfg, test_std, seed)
         inputs[seed] = baseline_unit(conds)
         for name in cfg.guards:
-            path = out / "units" / name / f"seed{seed}.json"
-            if path.is_file():
-                unit = read_json(path)
-                if isinstance(unit, dict) and unit.get("fingerprint") == fp:
-                    units[name][seed] = unit
-                    log(f"seed {seed}: {name} already done (resumed)")
-                    continue
+            key = f"{name}/seed{seed}"
+            unit = store.load(key)
+            if unit is not None:
+                units[name][seed] = unit
+                log(f"seed {seed}: {name} already done (resumed)")
+                continue
             unit = run_unit(cfg, name, seed, splits, conds, st, out / "guards" / name / f"seed{seed}")
-            unit["fingerprint"] = fp
-            write_json(path, unit)
+            store.save(key, unit)
             units[name][seed] = unit
             log(f"seed {seed}: {name} fitted in {unit['fit_s']:.1f} s, evaluated on {len(conds)} conditions "
                 f"in {unit['eval_s']:.1f} s; " + _headline(unit))

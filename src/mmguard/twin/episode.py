@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import mujoco
 import numpy as np
@@ -406,6 +407,29 @@ def _check_arguments(scene: str, seed: int, steps: int, camera: CameraConfig) ->
             raise SpecError(f"camera {name} must be an integer in [1, 4096], got {value!r}")
 
 
+MAX_PLAN_ATTEMPTS = 20
+
+
+def _targets(plan: Any, t: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    poses = [tr.commanded(t) for tr in plan.trajectories]
+    return [(p.position, p.rotation()) for p in poses]
+
+
+def _start_pose(ik: Any, bases: list[Any], plan: Any) -> list[np.ndarray] | None:
+    """Joint angles at rest on the plan's first targets (elbow up), or None if IK cannot reach them."""
+    q = []
+    for (base_pos, base_yaw), tr in zip(bases, plan.trajectories, strict=True):
+        first = tr.commanded(0.0).position - base_pos
+        home = _HOME.copy()
+        home[0] = math.remainder(math.atan2(first[1], first[0]) - base_yaw, 2.0 * math.pi)
+        q.append(home)
+    q = ik.solve(q, _targets(plan, 0.0), iterations=200)
+    for (pos, _), (tip, _) in zip(_targets(plan, 0.0), ik.tip_pose(q), strict=True):
+        if np.linalg.norm(pos - tip) > 1e-3:
+            return None
+    return q
+
+
 def simulate_episode(scene: str, seed: int, steps: int, camera: CameraConfig = CameraConfig()) -> Episode:
     """Simulate ``steps`` recorded steps of ``scene`` ("arm" or "weld") with random draws from ``seed``.
 
@@ -418,7 +442,6 @@ def simulate_episode(scene: str, seed: int, steps: int, camera: CameraConfig = C
     """
     _check_arguments(scene, seed, steps, camera)
     seed, steps = int(seed), int(steps)
-    rng = np.random.default_rng(derive_seed(seed, scene, "episode"))
     model = scenes.load_model(scene)
     prefixes = scenes.SCENE_ROBOTS[scene]
     duration = (steps - 1) * FRAME_PERIOD
@@ -426,30 +449,30 @@ def simulate_episode(scene: str, seed: int, steps: int, camera: CameraConfig = C
     data = mujoco.MjData(model)
     mujoco.mj_kinematics(model, data)
     bases = [_base_frame(model, data, p) for p in prefixes]
-    plan = PLANNERS[scene](model, rng, duration, bases)
-    mujoco.mj_setConst(model, data)
 
-    robots = [RobotIndex.build(model, p) for p in prefixes]
-    ik = DampedLeastSquaresIK(model, robots)
-    servo = ComputedTorqueServo(model, robots)
-    substeps = SUBSTEPS
-    model.opt.timestep = FRAME_PERIOD / substeps
+    # Plan, then start at rest on the first target, elbow up. A plan whose start pose inverse
+    # kinematics cannot reach is redrawn from the episode's own seed stream (attempt k uses the
+    # sub-stream (seed, scene, "episode", k); attempt 0 is the original stream, so reachable
+    # episodes are unchanged). The attempt used is recorded as ``plan_attempt``.
+    for attempt in range(MAX_PLAN_ATTEMPTS):
+        labels = ("episode",) if attempt == 0 else ("episode", attempt)
+        plan = PLANNERS[scene](model, np.random.default_rng(derive_seed(seed, scene, *labels)), duration, bases)
+        mujoco.mj_setConst(model, data)
+        robots = [RobotIndex.build(model, p) for p in prefixes]
+        ik = DampedLeastSquaresIK(model, robots)
+        servo = ComputedTorqueServo(model, robots)
+        substeps = SUBSTEPS
+        model.opt.timestep = FRAME_PERIOD / substeps
+        q = _start_pose(ik, bases, plan)
+        if q is not None:
+            break
+    else:
+        raise DataError(f"{scene}: inverse kinematics cannot reach the start pose in {MAX_PLAN_ATTEMPTS} "
+                        f"planning attempts (seed {seed})")
 
     def targets(t: float) -> list[tuple[np.ndarray, np.ndarray]]:
-        poses = [tr.commanded(t) for tr in plan.trajectories]
-        return [(p.position, p.rotation()) for p in poses]
+        return _targets(plan, t)
 
-    # Start at rest on the first target, elbow up.
-    q = []
-    for (base_pos, base_yaw), tr in zip(bases, plan.trajectories, strict=True):
-        first = tr.commanded(0.0).position - base_pos
-        home = _HOME.copy()
-        home[0] = math.remainder(math.atan2(first[1], first[0]) - base_yaw, 2.0 * math.pi)
-        q.append(home)
-    q = ik.solve(q, targets(0.0), iterations=200)
-    for (pos, _), (tip, _) in zip(targets(0.0), ik.tip_pose(q), strict=True):
-        if np.linalg.norm(pos - tip) > 1e-3:
-            raise DataError(f"{scene}: inverse kinematics cannot reach the start pose (seed {seed})")
     q_ref = np.concatenate(q)
     data.qpos[servo.qpos] = q_ref
     data.qvel[:] = 0.0
@@ -546,6 +569,7 @@ def simulate_episode(scene: str, seed: int, steps: int, camera: CameraConfig = C
         + (" during the weld phase" if plan.weld_phase is not None else ""),
     }
     attrs.update(plan.attrs)
+    attrs["plan_attempt"] = attempt
     return Episode(
         modalities=modalities,
         targets=target_map,

