@@ -10,7 +10,7 @@ import torch
 
 from mmguard.emma.attention import EULER, EmmaAttention, energy_regularizer
 from mmguard.emma.network import ConcatPredictor, EmmaNetwork
-from mmguard.emma.potential import TiedDAE
+from mmguard.emma.potential import TiedDAE, fit_dae
 from mmguard.emma.reference import reference_capacity
 from mmguard.train.ensemble import EnsembleMLP
 from mmguard.train.loop import train_ensemble
@@ -192,31 +192,37 @@ def test_energy_regularizer_rule_and_sign(m: int) -> None:
 
 
 @pytest.mark.parametrize("m", [2, 3, 4, 5, 6])
-def test_high_potential_modality_gets_less_attention(m: int) -> None:
-    """Corrupt one modality of M (sizes differ): it gets the lowest alpha and beta, whichever it is."""
-    g, n = 2, 40
-    sizes = [2 + (3 * i) % 5 for i in range(m)]  # 2, 5, 3, 6, 4, 2
+def test_noisy_modality_gets_less_attention_after_training(m: int) -> None:
+    """Trained DAEs (clean data on a 2-D manifold per modality, sizes differ) give a modality
+    corrupted with moderate noise (sigma 1, the data's own scale) a higher potential and hence
+    the lowest attention, on held-out samples — an empirical property of the trained energies,
+    not of untrained weights and an off-scale corruption."""
+    g, n_train, n_test = 2, 400, 200
+    sizes = [2 + (3 * i) % 5 + 2 for i in range(m)]  # 4, 7, 5, 8, 6, 4
     seeds = [0, 1]
     gen = torch.Generator().manual_seed(100 + m)
-    clean = [torch.randn(g, n, s, generator=gen) for s in sizes]
+    maps = [torch.randn(2, s, generator=gen) / math.sqrt(2) for s in sizes]
+
+    def sample(n: int) -> list[torch.Tensor]:
+        z = torch.randn(g, n, 2, generator=gen)
+        return [torch.tanh(z) @ a + 0.05 * torch.randn(g, n, a.shape[1], generator=gen) for a in maps]
+
+    train, clean = sample(n_train), sample(n_test)
     daes = []
     for i, s in enumerate(sizes):
         dae = TiedDAE(seeds, s, 12, stream=10 + i)
-        with torch.no_grad():
-            dae.psi_min.copy_(dae.potential(clean[i]).amin(1))
+        fit_dae(dae, train[i], seeds, epochs=60, sigma=0.1, lr=1e-2, stream=20 + i)
         daes.append(dae)
-    att = EmmaAttention(g, m, rho=[0.05, 0.5])
-    with torch.no_grad():
-        att.b_self.copy_(torch.rand(g, m, generator=gen) * 0.5)
+    att = EmmaAttention(g, m, rho=[0.5, 1.0])
     mlp = EnsembleMLP(seeds, [sum(sizes), 8, 4, 1])
     net = EmmaNetwork(daes, att, ConcatPredictor(mlp))
     for k in range(m):
         xs = [x.clone() for x in clean]
-        signs = torch.randint(0, 2, (g, n, sizes[k]), generator=gen) * 2 - 1
-        xs[k] = xs[k] + 10.0 * signs  # far off the clean data: a much higher potential
+        xs[k] = xs[k] + torch.randn(xs[k].shape, generator=gen)
         with torch.no_grad():
-            logits, out = net(xs)
-        assert logits.shape == (g, n, 1)
+            _, out = net(xs)
         others = [i for i in range(m) if i != k]
-        assert bool((out.alpha[..., k] < out.alpha[..., others].amin(-1)).all())
-        assert bool((out.beta[..., k] < out.beta[..., others].amin(-1)).all())
+        beta = out.beta.mean(1)  # (G, M) mean attention per member
+        assert bool((beta[:, k] < beta[:, others].amin(-1)).all()), (k, beta)
+        lowest = (out.beta.argmin(-1) == k).float().mean()
+        assert float(lowest) > 0.8, (k, float(lowest))

@@ -38,19 +38,41 @@ def fit_command(
     val_groups: str | None = opt.VAL_GROUPS,
     test_groups: str | None = opt.TEST_GROUPS,
     device: str = opt.DEVICE,
+    force: bool = typer.Option(False, "--force", help="Replace a guard fitted with other settings in --out."),
     seed: int = SEED_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Fit a guard on the training split of any dataset and save it (the test split is not used)."""
-    from mmguard.guard import create_guard
+    """Fit a guard on the training split of any dataset and save it (the test split is not used).
+
+    Rerunning the same command is a no-op once the guard is saved; a directory holding a guard
+    fitted with other settings or data is refused unless ``--force``.
+    """
+    from mmguard.experiments.units import data_fingerprint, fingerprint
+    from mmguard.guard import GUARD_FILE, create_guard
+    from mmguard.io.checkpoint import read_json
 
     if out.exists() and not out.is_dir():
         raise SpecError(f"--out {str(out)!r} is a file; give a directory")
     g = create_guard(guard, opt.read_config_file(config), device=device, quick=quick)
     batch = opt.load_data(data, modalities, data_dir, seed)
     splits = opt.split_data(batch, split_by, train_groups, val_groups, test_groups, seed)
+    identity = fingerprint({"guard": guard, "config": g.config.model_dump(mode="json"), "seed": seed,
+                            "split": opt.split_description(split_by, train_groups, val_groups, test_groups, seed),
+                            "data": data_fingerprint(splits)})
+    if (out / GUARD_FILE).is_file() and not force:
+        old = read_json(out / GUARD_FILE)
+        if isinstance(old, dict) and (old.get("fit") or {}).get("fingerprint") == identity:
+            summary = {"guard": guard, "out": str(out), "sizes": splits.sizes(), "skipped": True}
+            if json_out:
+                print_json(summary)
+            else:
+                typer.echo(f"{out} already holds this {guard} guard (same settings and data); nothing to do")
+            return
+        raise SpecError(f"{str(out)!r} holds a guard fitted with other settings or data; "
+                        "use another --out or --force to replace it")
     t0 = time.perf_counter()
     report = g.fit(splits, seed=seed)
+    g.fit_report = {**report, "fingerprint": identity, "data": data, "seed": seed}
     g.save(out)
     summary = {"guard": guard, "out": str(out), "sizes": splits.sizes(), "fit_s": time.perf_counter() - t0,
                "report": report}
