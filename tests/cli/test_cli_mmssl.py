@@ -79,7 +79,6 @@ def test_routing_bypasses_unflagged_samples_exactly_and_corrects_flagged_ones(ru
     """Per sample, on the test split of the saved run: every sample below the gate gets the MMAE's
     reconstruction bit for bit; flagged samples get the corrected latent's (different) one; both
     kinds occur on the faulty mix, so neither half of the assertion is vacuous."""
-    import torch
 
     from mmguard.experiments.mmssl.config import MmsslRunConfig
     from mmguard.experiments.mmssl.experiment import load_splits

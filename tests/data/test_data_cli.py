@@ -95,7 +95,8 @@ def test_cli_info_wide_table_shows_counts_not_every_column(capsys, tmp_path: Pat
     values = rng.normal(size=(20, 302))
     lines = [",".join(cols + ["v0", "v1"])] + [",".join(f"{v:.4f}" for v in row) for row in values]
     (tmp_path / "wide.csv").write_text("\n".join(lines) + "\n")
-    (tmp_path / "map.yaml").write_text("modalities:\n  wide: [" + ", ".join(cols) + "]\n  small: [v0, v1]\ntarget: null\n")
+    mapping = "modalities:\n  wide: [" + ", ".join(cols) + "]\n  small: [v0, v1]\ntarget: null\n"
+    (tmp_path / "map.yaml").write_text(mapping)
     code, out, err = run_cli(capsys, "data", "info", f"csv:{tmp_path / 'wide.csv'}",
                              "--modalities", str(tmp_path / "map.yaml"))
     assert code == 0, err

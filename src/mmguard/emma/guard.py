@@ -28,6 +28,7 @@ from torch import nn
 
 from mmguard.data.model import MultimodalBatch
 from mmguard.emma.attention import AttentionOutput
+from mmguard.emma.data import num_classes_of, schedule_spec, to_streams
 from mmguard.emma.losses import class_weights
 from mmguard.emma.network import EmmaNetwork
 from mmguard.emma.persist import build, describe
@@ -43,7 +44,6 @@ from mmguard.emma.training import (
 )
 from mmguard.errors import CheckpointError, DataError
 from mmguard.eval.metrics import select_thresholds
-from mmguard.emma.data import num_classes_of, schedule_spec, to_streams
 from mmguard.faults import apply_faults
 from mmguard.guard import Guard, GuardConfig, register_guard
 from mmguard.seeding import derive_seed

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from mmguard.data.model import MultimodalBatch
 from mmguard.data.preprocessing import Standardizer
@@ -39,6 +39,7 @@ from mmguard.data.splits import Splits
 from mmguard.errors import SpecError
 from mmguard.eval.guard_eval import evaluate_guard, input_errors
 from mmguard.eval.stats import mean_std
+from mmguard.experiments.fields import NameList, SeedList
 from mmguard.experiments.units import RunUnits, data_fingerprint
 from mmguard.faults import apply_faults, load_spec
 from mmguard.faults.scenarios import family_specs, sweep_specs, training_spec
@@ -55,9 +56,9 @@ class BenchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data: dict[str, Any] = Field(default_factory=dict, description="how the data were loaded and split")
-    guards: list[str]
+    guards: NameList
     guard_configs: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
+    seeds: SeedList = Field(default_factory=lambda: [0, 1, 2, 3, 4])
     families: bool = True
     severity_sweep: bool = True
     faults: list[dict[str, Any]] = Field(default_factory=list)
@@ -65,19 +66,6 @@ class BenchConfig(BaseModel):
     quick: bool = False
     device: Literal["auto", "cpu", "cuda"] = "cpu"
 
-    @field_validator("guards")
-    @classmethod
-    def _guards(cls, v: list[str]) -> list[str]:
-        if not v or len(set(v)) != len(v):
-            raise ValueError(f"guards must be a non-empty list of distinct names, got {v}")
-        return v
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        if not v or len(set(v)) != len(v):
-            raise ValueError(f"seeds must be a non-empty list of distinct integers, got {v}")
-        return v
 
 
 def check_guards(cfg: BenchConfig, splits: Splits) -> None:

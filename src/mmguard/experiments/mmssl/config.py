@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mmguard.experiments.fields import SeedList
 from mmguard.mmssl.config import AutoencoderConfig, ComputeConfig
 
 
@@ -21,7 +22,7 @@ class MmsslRunConfig(BaseModel):
     modalities: list[str] = Field(default_factory=lambda: ["camera", "kinematics"])
     max_episodes: int | None = Field(None, ge=3)
     split_seed: int = 0
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
+    seeds: SeedList = Field(default_factory=lambda: [0, 1, 2, 3, 4])
     autoencoder: AutoencoderConfig = Field(default_factory=AutoencoderConfig)
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
     ablations: list[Literal["no_amplification", "no_renormalization", "no_contraction"]] = Field(
@@ -39,13 +40,6 @@ class MmsslRunConfig(BaseModel):
     def _two(cls, v: list[str]) -> list[str]:
         if len(v) < 2 or len(set(v)) != len(v):
             raise ValueError(f"MMSSL needs at least 2 distinct modalities, got {v}")
-        return v
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        if not v or len(set(v)) != len(v):
-            raise ValueError(f"seeds must be a non-empty list of distinct integers, got {v}")
         return v
 
     @model_validator(mode="after")
