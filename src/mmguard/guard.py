@@ -198,9 +198,10 @@ class Guard:
         self._check_data(splits.val, "validation split")
         if splits.val.specs != splits.train.specs:
             raise DataError("training and validation splits have different modalities")
-        st = Standardizer.fit(splits.train)
+        raw_train, raw_val = _as_float32(splits.train), _as_float32(splits.val)
+        st = Standardizer.fit(raw_train)
         self.specs, self.standardizer, self.calibration = tuple(splits.train.specs), st, None
-        train, val = st.transform(splits.train), st.transform(splits.val)
+        train, val = st.transform(raw_train), st.transform(raw_val)
         torch.manual_seed(derive_seed(seed, "guard", self.name))  # a safety net; hooks derive their own
         report = self._fit(train.to(self.device), val.to(self.device), seed=seed, progress=progress)
         if self.model is None:
@@ -295,7 +296,7 @@ class Guard:
             if got != s.shape:
                 raise DataError(f"modality {s.name!r}: expected per-sample shape {s.shape}, got {got}")
         batch.check_finite(f"guard {self.name!r} input")
-        return self.standardizer.transform(batch)  # type: ignore[union-attr]
+        return self.standardizer.transform(_as_float32(batch))  # type: ignore[union-attr]
 
     def _chunked(self, x: MultimodalBatch, fn: Callable[[MultimodalBatch], Any]) -> Any:
         """Run ``fn`` on device-side chunks of ``x`` and concatenate on CPU (bounded memory)."""
@@ -341,8 +342,9 @@ class Guard:
         fixed = self._chunked(x, self._transform)
         if set(fixed) != set(self.names):
             raise RuntimeError(f"guard {self.name!r}: _transform returned {sorted(fixed)}")
-        out = x.with_modalities({n: fixed[n].to(x.modalities[n].dtype) for n in self.names})
-        return self.standardizer.inverse(out)  # type: ignore[union-attr]
+        out = self.standardizer.inverse(x.with_modalities({n: fixed[n].float() for n in self.names}))  # type: ignore
+        # same names, shapes, units — and the dtype the caller gave (computed in float32)
+        return batch.with_modalities({n: out.modalities[n].to(batch.modalities[n].dtype) for n in self.names})
 
     def predict(self, batch: MultimodalBatch) -> torch.Tensor:
         """Predictions (N,) of the downstream task (guards that predict)."""
@@ -461,12 +463,27 @@ def register_guard(cls: G) -> G:
 _discovered = False
 
 
+_loaded_plugins: set[str] = set()
+
+
 def _discover() -> None:
-    """Import every guard module once (see the module docstring)."""
+    """Import every guard module (see the module docstring).
+
+    Built-in modules and entry points are imported once; each ``$MMGUARD_PLUGINS`` entry is
+    retried on every call until it loads, so a broken plugin is reported every time it is asked
+    for, never silently dropped.
+    """
     global _discovered
-    if _discovered:
-        return
-    _discovered = True
+    if not _discovered:
+        _discover_builtin()
+        _discovered = True
+    for item in filter(None, (s.strip() for s in os.environ.get("MMGUARD_PLUGINS", "").split(","))):
+        if item not in _loaded_plugins:
+            load_plugin(item)
+            _loaded_plugins.add(item)
+
+
+def _discover_builtin() -> None:
     import mmguard
 
     for info in pkgutil.iter_modules(mmguard.__path__):
@@ -485,8 +502,6 @@ def _discover() -> None:
             ep.load()
     except Exception as exc:  # a broken third-party plugin must not hide the built-in guards
         sys.stderr.write(f"mmguard: warning: a guard plugin failed to load: {_first_line(exc)}\n")
-    for item in filter(None, (s.strip() for s in os.environ.get("MMGUARD_PLUGINS", "").split(","))):
-        load_plugin(item)
 
 
 def load_plugin(item: str) -> None:
@@ -563,6 +578,12 @@ def load_guard(directory: str | Path, *, device: str = "cpu") -> Guard:
         raise CheckpointError(f"{str(d)!r}: {exc}") from None
     guard._load_from(d, meta, tensors)
     return guard
+
+
+def _as_float32(batch: MultimodalBatch) -> MultimodalBatch:
+    """Floating modalities as float32 (the precision every guard computes in); others unchanged."""
+    changed = {n: v.float() for n, v in batch.modalities.items() if v.is_floating_point() and v.dtype != torch.float32}
+    return batch.with_modalities(changed) if changed else batch
 
 
 def _versions() -> dict[str, str]:

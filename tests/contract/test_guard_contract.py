@@ -9,8 +9,9 @@ overrides chosen from what the guard *is* (its config schema and capabilities), 
   an ``autoencoder`` section, on image data only, for speed.
 
 Data: a *vector* set (three vector modalities driven by a shared 2-d latent, binary target, a
-``t`` meta field) and, for guards whose ``modality_kinds`` include ``image``, an *image* set (a
-3x16x16 camera and a 5-d kinematics vector, both functions of one latent, in 12 episodes). Every
+``t`` meta field); for guards whose ``modality_kinds`` include ``image``, an *image* set (a
+3x16x16 camera and a 5-d kinematics vector, both functions of one latent, in 12 episodes); for
+those that include ``timeseries``, a *timeseries* set (an 8x3 series and a 4-d vector). Every
 raw feature sits at an offset of 50 or more with a spread of about 10, so an output left in
 standardised units (mean 0, spread 1) cannot pass for raw units.
 
@@ -29,7 +30,7 @@ import json
 import shutil
 import sys
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +89,27 @@ def image_batch(n_episodes: int = 12, steps: int = 20, seed: int = 0, *, with_ve
                                              "t": np.tile(np.arange(steps), n_episodes)})
 
 
+def timeseries_batch(n: int = 300, seed: int = 0, *, with_vector: bool = True) -> MultimodalBatch:
+    """An (8 steps x 3 channels) series (sines whose phase and amplitude follow a 2-d latent,
+    channel offsets 50/100/150) and a 4-d vector of the same latent."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 2))
+    t = np.linspace(0, 2 * np.pi, 8)[None, :, None]
+    series = SPREAD * np.sin(t + z[:, 0, None, None] + np.arange(3)[None, None]) * (1 + 0.3 * z[:, 1, None, None])
+    series += 0.1 * rng.normal(size=series.shape) + OFFSET * np.arange(1, 4)[None, None, :]
+    mods: dict[str, np.ndarray] = {"series": series}
+    if with_vector:
+        vec = np.concatenate([z, np.tanh(z)], 1)
+        mods["vec"] = SPREAD * vec + 0.1 * rng.normal(size=vec.shape) + OFFSET
+    y = (z[:, 0] > 0).astype(np.int64)
+    return MultimodalBatch.from_arrays(mods, target=y, meta={"t": np.arange(n)})
+
+
 def data_for(kind: str, cls: type[Guard]) -> MultimodalBatch:
     if kind == "vector":
         return vector_batch()
+    if kind == "timeseries":
+        return timeseries_batch(with_vector="vector" in cls.modality_kinds)
     return image_batch(with_vector="vector" in cls.modality_kinds)
 
 
@@ -114,6 +133,8 @@ def cases() -> list[Any]:
             out.append(pytest.param((name, "vector"), id=f"{name}-vector"))
         if "image" in kinds:
             out.append(pytest.param((name, "image"), id=f"{name}-image"))
+        if "timeseries" in kinds:
+            out.append(pytest.param((name, "timeseries"), id=f"{name}-timeseries"))
     return out
 
 
@@ -265,21 +286,58 @@ def test_fit_refuses_standardised_splits(fitted: Fitted) -> None:
     assert not guard.fitted
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_fit_refuses_data_the_guard_does_not_declare(name: str) -> None:
+    """modality_kinds, min_modalities and needs_target are enforced with one-line DataErrors."""
+    cls = GUARDS[name]
+    cases: list[tuple[MultimodalBatch, tuple[str, ...]]] = []
+    if "image" not in cls.modality_kinds:
+        cases.append((image_batch(), ("camera", "image")))
+    if "timeseries" not in cls.modality_kinds:
+        cases.append((timeseries_batch(), ("series", "timeseries")))
+    if "vector" not in cls.modality_kinds:
+        cases.append((vector_batch(), ("v0", "vector")))
+    if cls.needs_target:
+        b = vector_batch()
+        cases.append((replace(b, target=None), ("target",)))
+    if cls.min_modalities > 1:
+        b = vector_batch()
+        keep = b.names[: cls.min_modalities - 1]
+        cases.append((replace_modalities(b, {n: b.modalities[n] for n in keep}), (str(cls.min_modalities),)))
+    if not cases:  # it accepts one unlabelled vector modality: then that must fit
+        b = vector_batch()
+        one = replace(replace_modalities(b, {b.names[0]: b.modalities[b.names[0]]}), target=None)
+        guard = create_guard(name, quick=True)
+        guard.fit(make_splits(one, seed=0), seed=0)
+        assert guard.fitted
+    for data, words in cases:
+        guard = create_guard(name, quick=True)
+        with pytest.raises(DataError) as info:
+            guard.fit(make_splits(data, seed=0), seed=0)
+        one_line(info.value, *words)
+        assert not guard.fitted
+
+
 def test_score_and_flag(fitted: Fitted) -> None:
     if not fitted.guard.flags:
-        pytest.skip(f"{fitted.name} does not flag")
+        with pytest.raises(SpecError):
+            fitted.guard.score(fitted.splits.test)
+        return
     check_score_and_flag(fitted.guard, fitted.splits.test)
 
 
 def test_calibrated_on_clean_validation(fitted: Fitted) -> None:
-    if not fitted.guard.flags:
-        pytest.skip(f"{fitted.name} does not flag")
+    if not fitted.guard.flags:  # nothing to calibrate, and nothing pretends otherwise
+        assert fitted.guard.calibration is None and "calibration" not in fitted.report
+        return
     check_calibration(fitted.guard, fitted.splits.val)
 
 
 def test_transform_keeps_layout_and_raw_units(fitted: Fitted) -> None:
     if not fitted.guard.corrects:
-        pytest.skip(f"{fitted.name} does not correct")
+        with pytest.raises(SpecError):
+            fitted.guard.transform(fitted.splits.test)
+        return
     check_transform_raw_units(fitted.guard, fitted.splits.test)
 
 
@@ -311,16 +369,18 @@ def test_raw_units_in_and_out_affine_equivariance(fitted: Fitted) -> None:
 
 def test_predict_returns_integer_classes(fitted: Fitted) -> None:
     if not fitted.guard.predicts:
-        pytest.skip(f"{fitted.name} does not predict")
+        with pytest.raises(SpecError):
+            fitted.guard.predict(fitted.splits.test)
+        return
     check_predict(fitted.guard, fitted.splits.test)
 
 
 def test_missing_capability_is_a_spec_error_naming_it(fitted: Fitted) -> None:
-    lacking = [cap for cap, has in capabilities(fitted.guard).items() if not has]
-    if not lacking:
-        pytest.skip(f"{fitted.name} has every capability")
-    for cap in lacking:
+    for cap, has in capabilities(fitted.guard).items():
         for method in CAPABILITY_METHODS[cap]:
+            if has:  # a declared capability works
+                getattr(fitted.guard, method)(fitted.splits.test)
+                continue
             with pytest.raises(SpecError) as info:
                 getattr(fitted.guard, method)(fitted.splits.test)
             one_line(info.value, cap, fitted.name)
@@ -341,8 +401,7 @@ def test_save_load_is_bit_identical(fitted: Fitted) -> None:
 def test_load_through_another_guard_class_fails(fitted: Fitted) -> None:
     cls = type(fitted.guard)
     others = [c for c in GUARDS.values() if not issubclass(cls, c)]
-    if not others:
-        pytest.skip("no other registered guard kind")
+    assert others, "the registry holds several guard kinds"
     for other in others:
         with pytest.raises(CheckpointError) as info:
             other.load(fitted.directory)
@@ -410,6 +469,55 @@ def test_bad_input_is_a_one_line_error(fitted: Fitted) -> None:
             with pytest.raises(MMGuardError) as info:
                 getattr(guard, method)(batch)
             one_line(info.value, *words[case])
+
+
+VECTOR_CASES = [c for c in cases() if c.values[0][1] == "vector"]
+
+
+@pytest.mark.parametrize("fitted", VECTOR_CASES, indirect=True)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16], ids=["float64", "float16"])
+def test_other_float_dtypes_work_or_are_refused_in_one_line(fitted: Fitted, dtype: torch.dtype) -> None:
+    """A float64 (``from_arrays(..., dtype=torch.float64)``) or float16 batch is either handled — same
+    numbers as the same values in float32, transform in the input's dtype — or refused with a
+    one-line MMGuardError; never a raw torch error. (The base class owns input handling, so the
+    vector case of each guard is enough.)"""
+    guard, test = fitted.guard, fitted.splits.test
+    other = replace(test, modalities={n: v.to(dtype) for n, v in test.modalities.items()})
+    same_values = replace(test, modalities={n: v.to(dtype).float() for n, v in test.modalities.items()})
+    methods = [m for cap, has in capabilities(guard).items() if has for m in CAPABILITY_METHODS[cap]]
+    for method in methods:
+        try:
+            out = getattr(guard, method)(other)
+        except MMGuardError as exc:
+            one_line(exc)
+            continue
+        ref = getattr(guard, method)(same_values)
+        if method == "transform":
+            for n in test.names:
+                assert out.modalities[n].dtype == dtype, (n, out.modalities[n].dtype)
+                assert torch.allclose(out.modalities[n].float(), ref.modalities[n], rtol=1e-2, atol=1e-2), n
+        elif method == "predict":
+            assert int((out != ref).sum()) <= 1
+        elif method == "flag":
+            assert out.dtype == torch.bool
+        else:
+            assert torch.allclose(out.float(), ref, atol=1e-3), float((out.float() - ref).abs().max())
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if "vector" in GUARDS[n].modality_kinds])
+def test_fit_on_float64_data_works_or_is_refused_in_one_line(name: str) -> None:
+    b = vector_batch()
+    b64 = replace(b, modalities={n: v.double() for n, v in b.modalities.items()})
+    guard = make_guard(name, "vector")
+    try:
+        guard.fit(make_splits(b64, seed=0), seed=0)
+    except MMGuardError as exc:
+        one_line(exc)
+        return
+    if guard.flags:
+        check_score_and_flag(guard, b64)
+    if guard.corrects:
+        check_transform_raw_units(guard, b64)
 
 
 # ---------------------------------------------------------------------------- corrupted directories
@@ -645,3 +753,18 @@ def test_load_plugin_errors(tmp_path: Path) -> None:
 def test_guard_config_base_is_strict() -> None:
     with pytest.raises(ValidationError):
         GuardConfig(no_such_setting=1)  # type: ignore[call-arg]
+
+
+def test_a_missing_env_plugin_is_reported_on_every_call(isolated_registry: dict, monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    """$MMGUARD_PLUGINS naming a missing file is an error — on the second call too, not only the first
+    (a failed discovery must not be remembered as done and then silently skip the plugin)."""
+    monkeypatch.setattr(guard_mod, "_discovered", False)  # a fresh process, as far as discovery goes
+    monkeypatch.setenv("MMGUARD_PLUGINS", str(tmp_path / "absent_plugin.py"))
+    for attempt in ("first call", "second call"):
+        try:
+            available_guards()
+        except SpecError as exc:
+            one_line(exc, "absent_plugin.py")
+        else:
+            pytest.fail(f"{attempt}: the missing $MMGUARD_PLUGINS file was not reported")

@@ -56,7 +56,6 @@ import numpy as np
 import torch
 
 from mmguard.errors import DataError
-from mmguard.eval.stats import mean_std
 from mmguard.seeding import derive_seed
 
 __all__ = [
@@ -203,6 +202,15 @@ def local_lipschitz(fn: TensorFn, x: torch.Tensor, *, iters: int = 20, seed: int
     sigma = jv.norm(dim=1).detach()
     _check_output(sigma, "Jacobian product")
     return sigma
+
+
+def _sample_mean_std(values: torch.Tensor) -> list[float]:
+    """[mean, population std] over *samples*, in torch float64 (NaN for none). Not the over-seeds
+    summary of :func:`mmguard.eval.stats.mean_std`: torch and NumPy reduce in different orders,
+    so this keeps the estimators' numbers identical to those reported before."""
+    if values.numel() == 0:
+        return [float("nan"), float("nan")]
+    return [float(values.mean()), float(values.std(unbiased=False))]
 
 
 def _stats(values: torch.Tensor) -> dict[str, float]:
@@ -446,7 +454,7 @@ def fault_energy_spread(
         metrics[f"top{k}_share"] = top / tot_k
     metrics["participation_ratio"] = tot_k.pow(2) / e_k.pow(2).sum(dim=1) / d
 
-    out: dict[str, Any] = {name: mean_std(t, ddof=0) for name, t in metrics.items()}
+    out: dict[str, Any] = {name: _sample_mean_std(t) for name, t in metrics.items()}
     out["dim"] = int(d)
     out["energy"] = float(total.mean())
     out["samples"] = int(keep.sum())

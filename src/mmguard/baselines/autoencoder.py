@@ -22,11 +22,11 @@ from pydantic import Field
 from torch import nn
 
 from mmguard.data.model import MultimodalBatch
+from mmguard.eval.reconstruction import per_sample_errors
 from mmguard.faults import FaultSpec
 from mmguard.guard import Guard, GuardConfig, register_guard
 from mmguard.mmssl.autoencoder import MultimodalAutoencoder
 from mmguard.mmssl.config import AutoencoderConfig
-from mmguard.mmssl.losses import per_sample_mse
 from mmguard.mmssl.stages import summary, train_autoencoder
 
 
@@ -62,7 +62,7 @@ class AutoencoderGuard(Guard):
 
     def _score(self, x: MultimodalBatch) -> torch.Tensor:
         recon = self.model(x.modalities)  # type: ignore[misc]
-        return torch.stack([per_sample_mse(recon[n], x.modalities[n]) for n in self.names], dim=1)
+        return per_sample_errors(recon, x.modalities, self.names)
 
     def _transform(self, x: MultimodalBatch) -> dict[str, torch.Tensor]:
         return self.model(x.modalities)  # type: ignore[misc]

@@ -27,6 +27,8 @@ def bench_command(
     reference: str | None = typer.Option(None, "--reference", help="Guard for paired ratios (default: first "
                                                                    "correcting guard)."),
     quick: bool = typer.Option(False, "--quick", help="CI-sized guard settings (few epochs)."),
+    downstream: str | None = typer.Option(None, "--downstream", help="Downstream tasks to keep working, e.g. "
+                                          "quality,seam_distance,phase (twin) or target."),
     no_families: bool = typer.Option(False, "--no-families", help="Skip the per-family conditions."),
     no_sweep: bool = typer.Option(False, "--no-sweep", help="Skip the severity sweeps."),
     split_by: str = opt.SPLIT_BY,
@@ -43,6 +45,8 @@ def bench_command(
     from mmguard.faults import load_spec
 
     names = [g.strip() for g in guards.split(",") if g.strip()]
+    tasks = [t.strip() for t in (downstream or "").split(",") if t.strip()]
+    data = opt.with_twin_tasks(data, tasks)
     specs = []
     for path in faults:
         if not path.is_file():
@@ -57,7 +61,7 @@ def bench_command(
                                 "split": split},
                           guards=names, guard_configs=per_guard, seeds=list(range(seed, seed + seeds)),
                           families=not no_families, severity_sweep=not no_sweep, faults=specs,
-                          reference=reference, quick=quick, device=device)
+                          reference=reference, downstream=tasks, quick=quick, device=device)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise SpecError(f"invalid bench option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None

@@ -35,6 +35,25 @@ def parse_groups(text: str | None, option: str) -> list[float] | None:
     return values
 
 
+def with_twin_tasks(data: str, tasks: list[str]) -> str:
+    """A twin URI that also carries the named targets as downstream tasks (other data: unchanged)."""
+    from mmguard.data.registry import parse_uri
+
+    wanted = [t for t in tasks if t != "target"]
+    if not wanted:
+        return data
+    kind, rest = parse_uri(data)
+    is_twin = kind == "twin"
+    if kind == "h5":
+        from mmguard.twin.dataset import is_twin_file
+
+        is_twin = is_twin_file(rest.partition("?")[0])
+    if not is_twin or "tasks=" in rest:
+        return data
+    sep = "&" if "?" in rest else "?"
+    return f"twin:{rest}{sep}tasks={','.join(wanted)}"
+
+
 def load_data(data: str, mapping: Path | None, data_dir: Path | None, seed: int = 0):
     """The dataset as one :class:`MultimodalBatch` (one-line errors from the data layer)."""
     from mmguard.data import load_dataset

@@ -117,7 +117,7 @@ def load_dataset(name_or_uri: str, *, data_dir: str | Path | None = None,
     if kind in ("csv", "parquet"):
         if mapping is None:
             raise SpecError(f"{kind}:{rest} needs a YAML mapping of columns to modalities "
-                            "(--mapping MAP.yaml)")
+                            "(--modalities MAP.yaml)")
         return tabular.load_tabular(rest, mapping, fmt=kind)
     if kind == "twin" or (kind == "h5" and _is_twin_file(rest)):
         from mmguard.twin.dataset import load_twin_uri

@@ -27,6 +27,7 @@ import torch
 from mmguard.data.model import MultimodalBatch
 from mmguard.errors import CheckpointError
 from mmguard.eval.metrics import binary_f1, macro_f1
+from mmguard.eval.stats import mean_std
 from mmguard.faults import apply_faults, load_spec
 
 Predictor = Callable[[MultimodalBatch], torch.Tensor]  # standardised batch -> logits (S, N, K)
@@ -130,7 +131,6 @@ def evaluate_run(run: LoadedRun, spec_source: Any, *, seed: int = 0) -> dict[str
             subset = torch.ones(len(lab), dtype=torch.bool) if u == "all" else torch.from_numpy(lab == u)
             if int(subset.sum()) == 0:
                 continue
-            v = _score(logits, y, run.num_classes, run.thresholds.get(name), subset).double()
-            row[u] = [float(v.mean()), float(v.std(unbiased=True)) if v.numel() > 1 else 0.0]
+            row[u] = mean_std(_score(logits, y, run.num_classes, run.thresholds.get(name), subset))
         out["f1"][name] = row
     return out

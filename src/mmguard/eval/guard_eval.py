@@ -25,14 +25,16 @@ from sklearn.metrics import f1_score
 from mmguard.data.model import MultimodalBatch
 from mmguard.data.preprocessing import Standardizer
 from mmguard.eval.metrics import binary_auroc
+from mmguard.eval.reconstruction import per_sample_errors
 from mmguard.guard import Guard
 
 
 def modality_errors(values: MultimodalBatch, clean: MultimodalBatch) -> torch.Tensor:
-    """MSE per sample and modality (N, M) between two standardised batches with the same modalities."""
-    return torch.stack(
-        [(values.flat(n).double() - clean.flat(n).double()).pow(2).mean(1) for n in clean.names], dim=1
-    )
+    """MSE per sample and modality (N, M), in float64, between two standardised batches."""
+    def f64(b: MultimodalBatch) -> dict[str, torch.Tensor]:
+        return {n: b.modalities[n].double() for n in clean.names}
+
+    return per_sample_errors(f64(values), f64(clean), clean.names)
 
 
 def error_summary(err: torch.Tensor, names: tuple[str, ...], subset: torch.Tensor) -> dict[str, float] | None:
@@ -112,12 +114,14 @@ def evaluate_guard(
 
     ``clean_std`` is the clean version of the same samples in the reference standardised
     units; ``faulty_raw.fault_mask`` is the ground truth. Returns ``{"errors": ...,
-    "detection": ..., "prediction": ..., "scores": (N, M) tensor or None}``.
+    "detection": ..., "prediction": ...}`` plus the raw outputs for further use: ``scores``
+    (N, M) or None, ``fixed_std`` (the transform, standardised) or None, ``pred`` (N,) or None.
     """
     mask = faulty_raw.mask_or_clean()
     faulty = mask.any(1)
     names = clean_std.names
     out: dict[str, Any] = {"n": len(faulty_raw), "n_faulty": int(faulty.sum())}
+    fixed = None
     if guard.corrects:
         fixed = standardizer.transform(guard.transform(faulty_raw))
         err = modality_errors(fixed, clean_std)
@@ -130,9 +134,11 @@ def evaluate_guard(
     if guard.flags:
         scores = guard.score(faulty_raw)
         out["detection"] = detection_summary(scores, mask, clean_scores)
+    pred = None
     if guard.predicts and faulty_raw.target is not None:
-        out["prediction"] = prediction_summary(guard.predict(faulty_raw), faulty_raw.target)
-    out["scores"] = scores
+        pred = guard.predict(faulty_raw)
+        out["prediction"] = prediction_summary(pred, faulty_raw.target)
+    out["scores"], out["fixed_std"], out["pred"] = scores, fixed, pred
     return out
 
 

@@ -31,14 +31,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mmguard.data.model import MultimodalBatch
 from mmguard.data.preprocessing import Standardizer
 from mmguard.data.splits import Splits
+from mmguard.downstream.model import DownstreamConfig
 from mmguard.errors import SpecError
 from mmguard.eval.guard_eval import evaluate_guard, input_errors
-from mmguard.eval.stats import mean_std
+from mmguard.eval.stats import mean_std, paired_ratio
+from mmguard.experiments.downstream_eval import (
+    baseline_rows,
+    check_tasks,
+    fit_models,
+    guard_scores,
+    load_models,
+    save_models,
+    summarise,
+)
 from mmguard.experiments.fields import NameList, SeedList
 from mmguard.experiments.units import RunUnits, data_fingerprint
 from mmguard.faults import apply_faults, load_spec
@@ -63,6 +73,8 @@ class BenchConfig(BaseModel):
     severity_sweep: bool = True
     faults: list[dict[str, Any]] = Field(default_factory=list)
     reference: str | None = None
+    downstream: list[str] = Field(default_factory=list, description="downstream tasks (see downstream_eval)")
+    downstream_config: dict[str, Any] = Field(default_factory=dict)
     quick: bool = False
     device: Literal["auto", "cpu", "cuda"] = "cpu"
 
@@ -102,7 +114,7 @@ def conditions(cfg: BenchConfig, test_std: MultimodalBatch, seed: int) -> dict[s
 
 # ---------------------------------------------------------------------------- one unit
 def run_unit(cfg: BenchConfig, name: str, seed: int, splits: Splits, conds: dict[str, tuple[str, MultimodalBatch]],
-             st: Standardizer, guard_dir: Path) -> dict[str, Any]:
+             st: Standardizer, guard_dir: Path, downstream: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fit one guard with one seed, save it, and evaluate it on every condition (plain floats)."""
     guard = create_guard(name, cfg.guard_configs.get(name), device=cfg.device, quick=cfg.quick)
     t0 = time.perf_counter()
@@ -116,6 +128,9 @@ def run_unit(cfg: BenchConfig, name: str, seed: int, splits: Splits, conds: dict
     for label, (origin, faulty_std) in conds.items():
         res = evaluate_guard(guard, st.inverse(faulty_std), clean_test, st, clean_scores=clean_scores)
         res.pop("scores")
+        fixed, pred = res.pop("fixed_std"), res.pop("pred")
+        if downstream:
+            res["downstream"] = guard_scores(downstream, splits.test, fixed, pred)
         results[label] = {"origin": origin, **res}
     return {
         "guard": name,
@@ -126,6 +141,36 @@ def run_unit(cfg: BenchConfig, name: str, seed: int, splits: Splits, conds: dict
         "fit": {k: v for k, v in report.items() if k != "calibration"},
         "conditions": results,
     }
+
+
+def downstream_config(cfg: BenchConfig) -> DownstreamConfig:
+    """The downstream model's settings (quick: 8 epochs, no early stopping)."""
+    base = {"epochs": 8, "patience": None} if cfg.quick else {}
+    try:
+        return DownstreamConfig(**{**base, **cfg.downstream_config})
+    except ValidationError as exc:
+        raise SpecError(f"bad downstream config: {exc.errors()[0]['msg']}") from None
+
+
+def downstream_unit(cfg: BenchConfig, ds_cfg: DownstreamConfig, seed: int, splits: Splits, st: Standardizer,
+                    conds: dict[str, tuple[str, MultimodalBatch]], store: RunUnits, out: Path, log: Log
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Downstream models of one seed (trained once, saved, reused on resume) and their baseline rows."""
+    key, directory = f"downstream/seed{seed}", out / "downstream" / f"seed{seed}"
+    done = store.load(key)
+    if done is not None:
+        log(f"seed {seed}: downstream models already done (resumed)")
+        return load_models(cfg.downstream, splits.train.specs, ds_cfg, directory), done["base"]
+    t0 = time.perf_counter()
+    models, report = fit_models(cfg.downstream, ds_cfg, splits, st.transform(splits.train),
+                                st.transform(splits.val), seed)
+    save_models(models, directory)
+    base = baseline_rows(models, conds, splits.test)
+    store.save(key, {"fit": report, "base": base})
+    log(f"seed {seed}: downstream models ({', '.join(cfg.downstream)}; clean and peer) in "
+        f"{time.perf_counter() - t0:.1f} s; clean-input score "
+        + ", ".join(f"{t} {base['clean'][t]['oracle']['score']:.3f}" for t in cfg.downstream))
+    return models, base
 
 
 def baseline_unit(conds: dict[str, tuple[str, MultimodalBatch]]) -> dict[str, Any]:
@@ -143,6 +188,8 @@ def run_bench(cfg: BenchConfig, splits: Splits, out_dir: str | Path, *, log: Log
     if splits.standardized:
         raise SpecError("run_bench takes raw splits")
     check_guards(cfg, splits)
+    check_tasks(cfg.downstream, splits)
+    ds_cfg = downstream_config(cfg)
     st = Standardizer.fit(splits.train)
     for raw in cfg.faults:  # a user spec naming an unknown modality fails before anything is written
         apply_faults(splits.test.select(slice(0, 2)), load_spec(raw), seed=0)
@@ -155,9 +202,13 @@ def run_bench(cfg: BenchConfig, splits: Splits, out_dir: str | Path, *, log: Log
     t0 = time.perf_counter()
     units: dict[str, dict[int, dict[str, Any]]] = {g: {} for g in cfg.guards}
     inputs: dict[int, dict[str, Any]] = {}
+    ds_base: dict[int, Any] = {}
     for seed in cfg.seeds:
         conds = conditions(cfg, test_std, seed)
         inputs[seed] = baseline_unit(conds)
+        models = None
+        if cfg.downstream:
+            models, ds_base[seed] = downstream_unit(cfg, ds_cfg, seed, splits, st, conds, store, out, log)
         for name in cfg.guards:
             key = f"{name}/seed{seed}"
             unit = store.load(key)
@@ -165,12 +216,14 @@ def run_bench(cfg: BenchConfig, splits: Splits, out_dir: str | Path, *, log: Log
                 units[name][seed] = unit
                 log(f"seed {seed}: {name} already done (resumed)")
                 continue
-            unit = run_unit(cfg, name, seed, splits, conds, st, out / "guards" / name / f"seed{seed}")
+            unit = run_unit(cfg, name, seed, splits, conds, st, out / "guards" / name / f"seed{seed}", models)
             store.save(key, unit)
             units[name][seed] = unit
             log(f"seed {seed}: {name} fitted in {unit['fit_s']:.1f} s, evaluated on {len(conds)} conditions "
                 f"in {unit['eval_s']:.1f} s; " + _headline(unit))
     metrics = aggregate(cfg, units, inputs)
+    if cfg.downstream:
+        metrics["downstream"] = summarise(cfg.downstream, cfg.seeds, metrics["condition_origins"], ds_base, units)
     metrics["data"] = {**cfg.data, "sizes": splits.sizes(),
                        "modalities": [s.to_dict() for s in splits.train.specs]}
     metrics["wall_s"] = time.perf_counter() - t0
@@ -267,4 +320,4 @@ def _input_combined(inp: dict[str, Any], label: str) -> float | None:
 def _ratio(a: list[float | None], b: list[float | None]) -> list[float] | None:
     if any(x is None for x in a) or any(y is None or y == 0 for y in b):
         return None
-    return mean_std([x / y for x, y in zip(a, b, strict=True)])  # type: ignore[operator]
+    return paired_ratio(a, b)  # type: ignore[arg-type]

@@ -14,6 +14,10 @@ Decisions (docs/mmssl.md, "Fault protocol"):
   of unseen families.
 * **Severity sweeps** over multiples of the nominal severity, for a trained and an unseen
   family of each modality kind.
+
+Time-series modalities get the vector families (each of them is defined on (N, T, D) tensors:
+noise, offset, gain, spikes, quantization and saturation per element; ``missing`` loses whole
+time steps; drift ramps and stuck-at holds along T within each sample).
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from mmguard.data.model import ModalityKind, MultimodalBatch
-from mmguard.errors import SpecError
 from mmguard.faults import FaultSpec, load_spec
 from mmguard.faults.registry import get_fault
 
@@ -73,10 +76,9 @@ SWEEP_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def _kind(batch: MultimodalBatch, name: str) -> str:
-    kind = batch.spec(name).kind
-    if kind == ModalityKind.TIMESERIES:
-        raise SpecError(f"these fault scenarios cover image and vector modalities; {name!r} is a time series")
-    return "image" if kind == ModalityKind.IMAGE else "vector"
+    """The scenario table of a modality: ``image``, or ``vector`` for vector and time-series
+    modalities (every vector family also acts on (N, T, D) time series, see faults/vector.py)."""
+    return "image" if batch.spec(name).kind == ModalityKind.IMAGE else "vector"
 
 
 def training_spec(batch: MultimodalBatch) -> FaultSpec:

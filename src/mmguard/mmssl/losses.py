@@ -22,11 +22,6 @@ from collections.abc import Mapping
 import torch
 
 
-def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error per sample (N,) over every feature axis of (N, ...) tensors."""
-    return (pred - target).pow(2).reshape(pred.shape[0], -1).mean(1)
-
-
 def reconstruction_loss(recon: Mapping[str, torch.Tensor], clean: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Σ_m mean-squared error over the batch (a scalar)."""
     return sum(((recon[n] - clean[n]) ** 2).mean() for n in recon)  # type: ignore[return-value]

@@ -22,14 +22,13 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from mmguard.data.model import ModalityKind, ModalitySpec
+from mmguard.data.model import ModalitySpec
 from mmguard.errors import CheckpointError, SpecError
 from mmguard.io.checkpoint import load_checkpoint, save_checkpoint
 from mmguard.mmssl.autoencoder import MultimodalAutoencoder
 from mmguard.mmssl.compute import ComputeBlock
 from mmguard.mmssl.config import AutoencoderConfig, ComputeConfig
 from mmguard.mmssl.gate import route, sample_scores
-from mmguard.mmssl.losses import per_sample_mse
 from mmguard.mmssl.stages import CHUNK, VARIANTS, ComputeResult, LatentScale, decode, encode
 
 
@@ -239,28 +238,6 @@ def _load_ae(directory: Path) -> tuple[MultimodalAutoencoder, tuple[ModalitySpec
     for p in ae.parameters():
         p.requires_grad_(False)
     return ae, specs
-
-
-def modality_groups(specs: tuple[ModalitySpec, ...]) -> dict[str, list[int]]:
-    """Column indices of the paper's error groups: ``camera`` (image) and ``sensor`` (vector)."""
-    return {
-        "camera": [i for i, s in enumerate(specs) if s.kind == ModalityKind.IMAGE],
-        "sensor": [i for i, s in enumerate(specs) if s.kind != ModalityKind.IMAGE],
-    }
-
-
-def per_sample_errors(
-    recon: Mapping[str, torch.Tensor], clean: Mapping[str, torch.Tensor], names: tuple[str, ...]
-) -> torch.Tensor:
-    """MSE per sample and modality (N, M) against the clean standardized input."""
-    return torch.stack([per_sample_mse(recon[n], clean[n]) for n in names], dim=1)
-
-
-def group_errors(err: torch.Tensor, groups: dict[str, list[int]]) -> dict[str, torch.Tensor]:
-    """Per-sample camera / sensor / combined errors (N,): sums over each group's modalities."""
-    cam = err[:, groups["camera"]].sum(1)
-    sen = err[:, groups["sensor"]].sum(1)
-    return {"camera": cam, "sensor": sen, "combined": cam + sen}
 
 
 def describe_settings(models: MmsslModels) -> dict[str, Any]:

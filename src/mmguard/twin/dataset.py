@@ -113,12 +113,15 @@ def load_twin(
     target: str | None = "quality",
     modalities: Sequence[str] | None = None,
     episodes: Iterable[int] | None = None,
+    tasks: Sequence[str] = (),
 ) -> MultimodalBatch:
     """A twin file as a :class:`MultimodalBatch` (one sample per (episode, t), in that order).
 
     ``target`` is ``quality`` (binary, int64), ``seam_distance`` (float32, metres), ``phase``
     (int64 index into the file's ``phase_names``) or None. ``modalities`` keeps only those
     (default: all, in file order); ``episodes`` keeps only those episodes, reading just their rows.
+    ``tasks`` names further targets carried as ``meta["task:<name>"]`` (downstream tasks of
+    ``mmguard bench --downstream``).
     """
     with open_twin(path) as f:
         where = str(Path(path).expanduser())
@@ -131,8 +134,9 @@ def load_twin(
                 raise SpecError(f"{where}: unknown modality {name!r}; the file has {available}")
         if len(set(names)) != len(names):
             raise SpecError(f"{where}: modality listed twice in {names}")
-        if target is not None and target not in f[TARGETS_GROUP]:
-            raise SpecError(f"{where}: unknown target {target!r}; the file has {list(f[TARGETS_GROUP])}")
+        for name in ([target] if target is not None else []) + list(tasks):
+            if name not in f[TARGETS_GROUP]:
+                raise SpecError(f"{where}: unknown target {name!r}; the file has {list(f[TARGETS_GROUP])}")
         rows = _episode_rows(episodes, int(f.attrs["episodes"]), int(f.attrs["steps"]), where)
 
         tensors: dict[str, torch.Tensor] = {}
@@ -156,6 +160,10 @@ def load_twin(
             y = torch.from_numpy(raw.astype(np.float32) if raw.dtype.kind == "f" else raw.astype(np.int64))
         meta = {k: torch.from_numpy(_read_rows(f[META_GROUP][k], rows).astype(np.int64))
                 for k in ("episode", "t")}
+        for name in tasks:
+            raw = _read_rows(f[TARGETS_GROUP][name], rows)
+            meta[f"task:{name}"] = torch.from_numpy(raw.astype(np.float32) if raw.dtype.kind == "f"
+                                                    else raw.astype(np.int64))
     return MultimodalBatch(modalities=tensors, specs=tuple(specs), target=y, meta=meta)
 
 
@@ -265,14 +273,16 @@ def _parse_episodes(text: str) -> list[int]:
 
 
 def load_twin_uri(rest: str) -> MultimodalBatch:
-    """``PATH[?target=...&modalities=a,b&episodes=0-9]`` (the part after ``twin:``) as a batch."""
+    """``PATH[?target=...&modalities=a,b&episodes=0-9&tasks=quality,phase]`` (after ``twin:``) as a batch."""
     path, _, query = rest.partition("?")
     kwargs: dict[str, Any] = {}
     for item in filter(None, query.split("&")):
         key, sep, value = item.partition("=")
-        if not sep or key not in ("target", "modalities", "episodes"):
-            raise SpecError(f"twin:{rest}: unknown parameter {item!r}; allowed: episodes, modalities, target")
-        if key == "target":
+        if not sep or key not in ("target", "modalities", "episodes", "tasks"):
+            raise SpecError(f"twin:{rest}: unknown parameter {item!r}; allowed: episodes, modalities, target, tasks")
+        if key == "tasks":
+            kwargs["tasks"] = [m for m in value.split(",") if m]
+        elif key == "target":
             kwargs["target"] = None if value in ("", "none") else value
         elif key == "modalities":
             kwargs["modalities"] = [m for m in value.split(",") if m]

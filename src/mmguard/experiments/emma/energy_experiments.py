@@ -139,11 +139,6 @@ def disc_grid(radius: float, step: float) -> torch.Tensor:
     return pts[pts.norm(dim=1) < radius].float()
 
 
-def _mean_std(values: torch.Tensor | np.ndarray | Sequence[float]) -> list[float]:
-    """[mean, std] (ddof=0, as these experiments always reported) of a 1-D set of per-seed values."""
-    return mean_std(torch.as_tensor(values), ddof=0)
-
-
 def _scores(dae: TiedDAE, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Both estimators for inputs (N, L) shared by all members → {name: (G, N)}."""
     xg = x.unsqueeze(0).expand(dae.ensemble_size, -1, -1)
@@ -157,7 +152,7 @@ def _auroc_vs(neg: dict[str, torch.Tensor], pos: dict[str, torch.Tensor]) -> dic
     for est in ESTIMATORS:
         s = torch.cat([neg[est], pos[est]], dim=1)
         y = torch.cat([torch.zeros(neg[est].shape[1]), torch.ones(pos[est].shape[1])])
-        out[est] = _mean_std(binary_auroc(s, y))
+        out[est] = mean_std(binary_auroc(s, y), ddof=0)
     return out
 
 
@@ -225,7 +220,7 @@ def run_manifold_experiment(
         entry: dict[str, Any] = {
             "auroc_off_manifold": _auroc_vs(s_on, s_off),
             "train_loss_last_epoch": float(history[-1]),
-            "clean_reconstruction_mse": _mean_std(final_loss),
+            "clean_reconstruction_mse": mean_std(final_loss, ddof=0),
         }
         if name == "circle":
             centre = sample_disc(n_eval, centre_radius, gen)
@@ -387,9 +382,9 @@ def run_failure_intensity(
             psi_t = dae_pos.potential(x_test.unsqueeze(0).expand(g_count, -1, -1))  # (G, N)
         au_ood = binary_auroc(psi_t, (~y_test).long())
         ood_result[mode] = {
-            "auroc": _mean_std(au_ood),
-            "psi_pos_mean": _mean_std(psi_t[:, y_test].double().mean(1)),
-            "psi_neg_mean": _mean_std(psi_t[:, ~y_test].double().mean(1)),
+            "auroc": mean_std(au_ood, ddof=0),
+            "psi_pos_mean": mean_std(psi_t[:, y_test].double().mean(1), ddof=0),
+            "psi_neg_mean": mean_std(psi_t[:, ~y_test].double().mean(1), ddof=0),
         }
         hist[mode] = {"psi_pos": psi_t[0, y_test].numpy(), "psi_neg": psi_t[0, ~y_test].numpy(),
                       "auroc": ood_result[mode]["auroc"]}

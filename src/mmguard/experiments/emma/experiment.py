@@ -77,12 +77,6 @@ Progress = Callable[[str], None]
 
 
 # ---------------------------------------------------------------------------- data
-
-
-
-
-
-
 def condition_names(names: tuple[str, ...]) -> list[str]:
     return ["clean", *[f"{n}_noisy" for n in names]]
 

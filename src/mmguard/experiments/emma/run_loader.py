@@ -1,4 +1,4 @@
-"""Load an EMMA run directory for :mod:`mmguard.eval.evaluate` (registers method "emma")."""
+"""Load an EMMA run directory for ``mmguard eval`` (registers method "emma" in :mod:`mmguard.experiments.runs`)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from typing import Any
 import torch
 
 from mmguard.data.model import MultimodalBatch
+from mmguard.emma.data import num_classes_of
 from mmguard.emma.persist import load_model
 from mmguard.errors import CheckpointError
 from mmguard.eval.evaluate import LoadedRun, check_preprocessing, run_config
 from mmguard.experiments.emma.config import EmmaRunConfig
-from mmguard.experiments.emma.experiment import load_splits, num_classes_of
+from mmguard.experiments.emma.experiment import load_splits
 from mmguard.experiments.runs import register_run_loader
 
 

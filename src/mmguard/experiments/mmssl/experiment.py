@@ -31,11 +31,12 @@ from mmguard.data.model import MultimodalBatch
 from mmguard.data.splits import Splits, split_by_group
 from mmguard.errors import DataError
 from mmguard.eval.metrics import binary_auroc
-from mmguard.eval.stats import mean_std
+from mmguard.eval.reconstruction import group_errors, modality_groups, per_sample_errors
+from mmguard.eval.stats import mean_std, paired_ratio
 from mmguard.experiments.mmssl.config import MmsslRunConfig
 from mmguard.experiments.units import RunUnits
 from mmguard.faults import FaultSpec, apply_faults, load_spec, scenarios
-from mmguard.mmssl.pipeline import MmsslModels, group_errors, modality_groups, per_sample_errors
+from mmguard.mmssl.pipeline import MmsslModels
 from mmguard.mmssl.stages import summary, train_autoencoder, train_compute_block
 from mmguard.seeding import derive_seed
 
@@ -258,8 +259,9 @@ def paired_ratios(per_seed: list[dict[str, Any]]) -> dict[str, list[float]]:
     """Per-seed ratios of combined errors (MMSSL / baseline), then mean ± std."""
 
     def r(split: str, model: str, base: str) -> list[float]:
-        return mean_std(
-            [p["errors"][model][split]["combined"] / p["errors"][base][split]["combined"] for p in per_seed]
+        return paired_ratio(
+            [p["errors"][model][split]["combined"] for p in per_seed],
+            [p["errors"][base][split]["combined"] for p in per_seed],
         )
 
     return {

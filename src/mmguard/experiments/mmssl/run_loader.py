@@ -1,4 +1,4 @@
-"""Load an MMSSL run directory for :mod:`mmguard.eval.evaluate` (registers method "mmssl").
+"""Load an MMSSL run directory for ``mmguard eval`` (registers method "mmssl" in :mod:`mmguard.experiments.runs`).
 
 ``mmguard eval --run DIR --faults SPEC`` then reports, per condition (``clean``, each fault
 pattern, ``all``) and per model, camera / sensor / combined errors against the clean test
@@ -18,11 +18,12 @@ from mmguard.data.model import MultimodalBatch
 from mmguard.errors import CheckpointError
 from mmguard.eval.evaluate import LoadedRun, check_preprocessing, run_config
 from mmguard.eval.metrics import binary_auroc
+from mmguard.eval.reconstruction import group_errors, modality_groups, per_sample_errors
 from mmguard.eval.stats import mean_std
 from mmguard.experiments.mmssl.config import MmsslRunConfig
 from mmguard.experiments.mmssl.experiment import load_splits
 from mmguard.experiments.runs import register_run_loader
-from mmguard.mmssl.pipeline import MmsslModels, group_errors, modality_groups, per_sample_errors
+from mmguard.mmssl.pipeline import MmsslModels
 
 
 def make_evaluator(seeds: dict[int, MmsslModels]):

@@ -1,7 +1,7 @@
 """The full Experiment II protocol on HTRU2 (about 6 minutes on one thread).
 
 Marked ``slow``: `make test` and CI do not select it. Run it with
-``MMGUARD_DATA_DIR=../shared/data .venv/bin/pytest -m slow tests/emma/test_emma_full_protocol.py``.
+``MMGUARD_DATA_DIR=../shared/data .venv/bin/pytest -m slow tests/experiments/test_emma_full_protocol.py``.
 Its published numbers are in docs/results/emma-htru2.md.
 """
 

@@ -1,7 +1,7 @@
 """The full MMSSL protocol on a generated `arm` twin (about 45 minutes on one thread).
 
 Marked ``slow``: `make test` and CI do not select it. Run it with
-``.venv/bin/pytest -m slow tests/mmssl/test_mmssl_full_protocol.py``.
+``.venv/bin/pytest -m slow tests/experiments/test_mmssl_full_protocol.py``.
 Its published numbers (same settings, `arm --seed 1`) are in docs/results/mmssl-twin.md.
 """
 

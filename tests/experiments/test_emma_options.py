@@ -9,6 +9,7 @@ import torch
 
 from mmguard.data.registry import load_dataset
 from mmguard.data.splits import stratified_three_way
+from mmguard.emma.data import to_streams
 from mmguard.emma.training import (
     AnnealSettings,
     EmmaHyper,
@@ -21,7 +22,7 @@ from mmguard.emma.training import (
 )
 from mmguard.errors import SpecError
 from mmguard.experiments.emma.config import EmmaRunConfig
-from mmguard.experiments.emma.experiment import EmmaExperiment, to_streams
+from mmguard.experiments.emma.experiment import EmmaExperiment
 from mmguard.train.ensemble import EnsembleMLP
 
 
