@@ -45,6 +45,7 @@ from mmguard.data.model import MultimodalBatch
 from mmguard.data.splits import Splits, make_splits
 from mmguard.errors import CheckpointError, DataError, MMGuardError, NotFittedError, SpecError
 from mmguard.guard import Guard, GuardConfig, available_guards, create_guard, load_guard, load_plugin, register_guard
+from support import one_line
 
 GUARDS = available_guards()
 NAMES = sorted(GUARDS)
@@ -159,15 +160,6 @@ def fitted(request, tmp_path_factory) -> Fitted:
 
 
 # ============================================================================ helpers
-def one_line(exc: BaseException, *words: str) -> str:
-    msg = str(exc)
-    assert msg.strip(), f"{type(exc).__name__} without a message"
-    assert "\n" not in msg, f"multi-line error: {msg!r}"
-    for w in words:
-        assert w.lower() in msg.lower(), (w, msg)
-    return msg
-
-
 def capabilities(guard: Guard) -> dict[str, bool]:
     return {"flag": guard.flags, "correct": guard.corrects, "predict": guard.predicts}
 

@@ -33,6 +33,7 @@ from mmguard.guard import Guard, GuardConfig, available_guards, load_guard
 from mmguard.mmssl.config import AutoencoderConfig, ComputeConfig
 from mmguard.mmssl.guard import MmsslConfig, MmsslGuard
 from mmguard.train.ensemble import EnsembleMLP
+from support import one_line
 
 DIMS = {2: (4, 6), 3: (4, 6, 3), 4: (2, 5, 3, 7), 6: (1, 2, 3, 4, 5, 6)}
 #: the thesis defaults (35 epochs, 30 DAE epochs): the attention test needs a trained guard
@@ -65,12 +66,6 @@ def guard3():
     return guard, splits
 
 
-def one_line(exc: BaseException, *words: str) -> str:
-    text = str(exc)
-    assert text and "\n" not in text, repr(text)
-    for w in words:
-        assert w.lower() in text.lower(), (w, text)
-    return text
 
 
 def standardised_members(guard: EmmaGuard, batch: MultimodalBatch) -> list[torch.Tensor]:

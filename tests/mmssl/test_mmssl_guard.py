@@ -27,6 +27,7 @@ from mmguard.guard import Guard, GuardConfig, available_guards, load_guard
 from mmguard.mmssl.config import AutoencoderConfig, ComputeConfig
 from mmguard.mmssl.guard import MmsslConfig, MmsslGuard
 from mmguard.mmssl.stages import decode, encode
+from support import one_line
 
 N_TEST = 60
 AE_EPOCHS, COMPUTE_EPOCHS = 40, 15
@@ -68,12 +69,6 @@ def fitted() -> tuple[MmsslGuard, Splits, dict]:
     return guard, splits, report
 
 
-def one_line(exc: BaseException, *words: str) -> str:
-    text = str(exc)
-    assert text and "\n" not in text, repr(text)
-    for w in words:
-        assert w.lower() in text.lower(), (w, text)
-    return text
 
 
 def paths(guard: MmsslGuard, batch: MultimodalBatch) -> tuple[MultimodalBatch, MultimodalBatch]:
