@@ -200,6 +200,7 @@ class Guard:
             raise DataError("training and validation splits have different modalities")
         raw_train, raw_val = _as_float32(splits.train), _as_float32(splits.val)
         st = Standardizer.fit(raw_train)
+        self.model = None  # a failed refit never leaves an old model beside new statistics
         self.specs, self.standardizer, self.calibration = tuple(splits.train.specs), st, None
         train, val = st.transform(raw_train), st.transform(raw_val)
         torch.manual_seed(derive_seed(seed, "guard", self.name))  # a safety net; hooks derive their own

@@ -258,5 +258,13 @@ def test_demo(tmp_path: Path, capsys) -> None:
     for stats in summary["corruption"]["training_schedule"].values():
         assert stats["corrupted_fraction"] == pytest.approx(0.5 / 3, abs=1e-3)
     assert "emma/metrics.json" in summary["outputs"]
+    # the story comes first: how much of a downstream model's clean performance survives each fault
+    assert captured.out.index("Does the downstream model keep working") < captured.out.index("## EMMA")
+    story = summary["downstream"]
+    assert set(story["retention"]) == {"trained", "unseen", "common_cause"}
+    for rows in story["retention"].values():
+        assert set(rows) == {"oracle", "none", "peer", "dae", "mmssl"} and rows["oracle"] == 1.0
+    assert (out / "downstream" / "downstream.png").read_bytes()[:8] == PNG
+    assert "Downstream task `phase`" in (out / "downstream" / "report.md").read_text()
     md = (out / "summary.md").read_text()
     assert "faults never seen in training" in md and "m0:offset+m1:gain" in md

@@ -1,13 +1,19 @@
 """`mmguard demo`: an honest end-to-end slice on the embedded default (no downloads).
 
+First, the story mmguard exists for: on a small generated `arm` twin, a downstream model (phase
+classification from camera + kinematics) is trained on clean data; `mmguard bench --downstream`
+measures how much of its clean performance survives each fault family with no guard, with a
+modality-dropout peer, and with the DAE and MMSSL guards in front (quick settings, one seed).
+Then:
+
 1. Data: the shared-latent synthetic toy (3 vector modalities of sizes 4, 6, 3, binary target,
    4,000 samples) — generated, nothing fetched.
 2. Faults: the thesis schedule generalised to 3 modalities, plus a common-cause failure and
    fault types never used in training; per-modality corruption statistics; preview PNG.
 3. EMMA: the full protocol (base / without / with, validation-only selection) in quick mode,
    then re-evaluation of the trained models under the unseen fault spec (`mmguard eval`).
-4. Digital twin: the `arm` workcell's default small set (20 episodes x 50 steps of camera +
-   kinematics) generated on the fly with 2 workers, then its info and a preview PNG.
+4. Digital twin (generated first, for the story above): the `arm` workcell's default small set (20 x 50, camera +
+   kinematics) with 2 workers, then its info and a preview PNG.
 5. MMSSL on that twin (issue #5), quick mode: stage-1 MMAE, DAE baseline, compute block and
    ablations over 2 seeds; the comparison table (paper table 1 layout) and its plots.
 
@@ -89,6 +95,39 @@ def _twin_slice(out: Path, seed: int, log) -> dict:
             "info": info}
 
 
+def _downstream_story(out: Path, twin: dict, seed: int, log) -> dict:
+    """`mmguard bench --downstream phase --guards dae,mmssl --quick` on the demo twin (one seed)."""
+    from mmguard.data import load_dataset
+    from mmguard.data.splits import make_splits
+    from mmguard.experiments.harness import BenchConfig, run_bench
+
+    data = f"twin:{out / twin['file']}?tasks=phase"
+    splits = make_splits(load_dataset(data), seed=seed)
+    cfg = BenchConfig(data={"source": data}, guards=["dae", "mmssl"], seeds=[seed], downstream=["phase"],
+                      severity_sweep=False, quick=True)
+    metrics = run_bench(cfg, splits, out / "downstream", log=lambda m: log(f"downstream: {m}"))
+    d = metrics["downstream"]["phase"]
+    return {"task": "phase", "metric": "macro F1", "oracle_clean": d["scores"]["oracle"]["clean"],
+            "retention": {g: {o: r["retention"][0] for o, r in rows.items()} for g, rows in d["retention"].items()},
+            "report": "downstream/report.md", "plot": "downstream/downstream.png"}
+
+
+def _story_lines(story: dict) -> list[str]:
+    groups = list(story["retention"])
+    options = [o for o in next(iter(story["retention"].values())) if o != "oracle"]
+    names = {"none": "no guard", "peer": "robust model (dropout + fault mix), no guard",
+             "dae": "DAE guard in front", "mmssl": "MMSSL guard in front"}
+    lines = ["## Does the downstream model keep working when a sensor fails?", "",
+             f"A phase classifier (camera + kinematics, macro F1 {story['oracle_clean'][0]:.3f} on clean input) "
+             "on the demo's arm twin. Fraction of its clean performance kept under each group of faults "
+             "(quick settings, one seed; `downstream/report.md`, `downstream/downstream.png`):", "",
+             "| option | " + " | ".join(g.replace("_", " ") for g in groups) + " |",
+             "|---|" + "---|" * len(groups)]
+    for o in options:
+        lines.append(f"| {names.get(o, o)} | " + " | ".join(f"{story['retention'][g][o]:.2f}" for g in groups) + " |")
+    return lines
+
+
 def demo_command(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Output directory."),
     seed: int = typer.Option(0, "--seed", help="Seed for data, faults and training."),
@@ -135,6 +174,10 @@ def demo_command(
     preview_faults(batch, "m1", None, fault_dir / "preview.png", seed=seed)
     log("faults: statistics and preview written")
 
+    # 0. the story first: does the downstream model keep working? (on the twin, generated here)
+    twin = _twin_slice(out, seed, log)
+    story = _downstream_story(out, twin, seed, log)
+
     # 2. EMMA protocol in quick mode
     cfg = EmmaRunConfig.quick_config(dataset=DEMO_DATASET, split_seed=seed, seeds=[seed, seed + 1])
     run_dir = out / "emma"
@@ -143,9 +186,6 @@ def demo_command(
     # 3. robustness to faults never seen in training
     unseen_res = evaluate_run(load_run(run_dir), unseen, seed=seed)
     write_json(out / "emma_unseen_faults.json", unseen_res)
-
-    # 4. the robot digital twin's default small set (issue #4): generated on the fly, never committed
-    twin = _twin_slice(out, seed, log)
 
     # 5. MMSSL detect-and-correct on the twin (issue #5), quick mode
     from mmguard.experiments.mmssl.config import MmsslRunConfig
@@ -164,13 +204,12 @@ def demo_command(
         "unseen_faults_f1": unseen_res["f1"],
         "unseen_counts": unseen_res["counts"],
         "twin": twin,
+        "downstream": story,
         "mmssl": {k: mmssl[k] for k in ("errors", "detection", "ratios", "targets")},
         "outputs": sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()),
     }
     write_json(out / "summary.json", summary)
-    lines = [
-        "# mmguard demo",
-        "",
+    lines = ["# mmguard demo", "", *_story_lines(story), "",
         f"Data: `{DEMO_DATASET}` (synthetic, embedded). Quick mode: 2 seeds, small grid.",
         "",
         "## EMMA, test F1 under the training corruption (mean ± std over seeds)",

@@ -150,6 +150,23 @@ def write_plots(metrics: dict[str, Any], out: Path) -> list[Path]:
 
     guards = [g for g in metrics["guards"] if metrics["guards"][g]["capabilities"]["correct"]]
     paths: list[Path] = []
+    tasks = {t: d for t, d in (metrics.get("downstream") or {}).items() if d["retention"]}
+    if tasks:
+        fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+        for ax, (task, d) in zip(axes[0], tasks.items(), strict=True):
+            groups = list(d["retention"])
+            options = [o for o in d["scores"] if o != "oracle"]
+            x = np.arange(len(groups))
+            width = 0.8 / len(options)
+            for k, o in enumerate(options):
+                vals = [d["retention"][g][o]["retention"] for g in groups]
+                ax.bar(x + k * width, [v[0] for v in vals], width, yerr=[v[1] for v in vals], capsize=2, label=o)
+            ax.axhline(1.0, color="k", lw=0.8, ls="--")
+            ax.set_xticks(x + 0.4 - width / 2, groups)
+            ax.set_title(f"{task}: clean performance retained", fontsize=9)
+        axes[0][0].set_ylabel("retention (1 = as on clean input)")
+        axes[0][0].legend(fontsize=7)
+        paths.append(save_figure(fig, out / "downstream.png", dpi=110, bbox_inches="tight"))
     if guards:
         rows = ["none", *guards]
         fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(rows), 3.6))
@@ -163,7 +180,7 @@ def write_plots(metrics: dict[str, Any], out: Path) -> list[Path]:
         ax.set_ylabel("combined error (standardised MSE)")
         ax.legend()
         ax.set_title("reconstruction error against the clean input")
-        paths.append(save_figure(fig, out / "errors.png", dpi=110))
+        paths.append(save_figure(fig, out / "errors.png", dpi=110, bbox_inches="tight"))
         fams = _rows_of(metrics, ("trained", "unseen", "common_cause"))
         if fams:
             fig, ax = plt.subplots(figsize=(8, 0.32 * len(fams) * (len(rows)) / 2 + 1.5))
@@ -176,7 +193,7 @@ def write_plots(metrics: dict[str, Any], out: Path) -> list[Path]:
             ax.set_xscale("log")
             ax.set_xlabel("combined error (log)")
             ax.legend(fontsize=7)
-            paths.append(save_figure(fig, out / "families.png", dpi=110))
+            paths.append(save_figure(fig, out / "families.png", dpi=110, bbox_inches="tight"))
         sweeps = _rows_of(metrics, ("sweep",))
         if sweeps:
             families = sorted({s.split("@")[0] for s in sweeps})
@@ -192,5 +209,5 @@ def write_plots(metrics: dict[str, Any], out: Path) -> list[Path]:
                 ax.set_yscale("log")
             axes[0][0].set_ylabel("combined error (log)")
             axes[0][0].legend(fontsize=7)
-            paths.append(save_figure(fig, out / "severity.png", dpi=110))
+            paths.append(save_figure(fig, out / "severity.png", dpi=110, bbox_inches="tight"))
     return paths
