@@ -199,6 +199,10 @@ CASES: list[tuple[str, list[str], str, list[str]]] = [
                                "--out", "{d}/b"], "dae", ["b"]),
     ("bench-reference", ["bench", "--data", "toy", "--guards", "mmae", "--reference", "dae", "--out", "{d}/b"],
      "reference", ["b"]),
+    ("bench-unknown-task", ["bench", "--data", "toy", "--guards", "mmae", "--downstream", "colour", "--out", "{d}/b"],
+     "colour", ["b"]),
+    ("bench-downstream-config", ["bench", "--data", "toy", "--guards", "mmae", "--downstream", "target",
+                                "--downstream-config", "{d}/cfg_type.yaml", "--out", "{d}/b"], "downstream", ["b"]),
     # --- fault specs
     ("faults-validate-type", ["faults", "validate", "{d}/spec_bad_type.yaml"], "teleport", []),
     ("faults-validate-rate", ["faults", "validate", "{d}/spec_bad_rate.yaml"], "rate", []),

@@ -29,6 +29,8 @@ def bench_command(
     quick: bool = typer.Option(False, "--quick", help="CI-sized guard settings (few epochs)."),
     downstream: str | None = typer.Option(None, "--downstream", help="Downstream tasks to keep working, e.g. "
                                           "quality,seam_distance,phase (twin) or target."),
+    downstream_config: Path | None = typer.Option(None, "--downstream-config", help="Downstream model settings "
+                                                  "(docs/downstream.md), JSON or YAML."),
     no_families: bool = typer.Option(False, "--no-families", help="Skip the per-family conditions."),
     no_sweep: bool = typer.Option(False, "--no-sweep", help="Skip the severity sweeps."),
     split_by: str = opt.SPLIT_BY,
@@ -61,7 +63,8 @@ def bench_command(
                                 "split": split},
                           guards=names, guard_configs=per_guard, seeds=list(range(seed, seed + seeds)),
                           families=not no_families, severity_sweep=not no_sweep, faults=specs,
-                          reference=reference, downstream=tasks, quick=quick, device=device)
+                          reference=reference, downstream=tasks,
+                          downstream_config=opt.read_config_file(downstream_config) or {}, quick=quick, device=device)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise SpecError(f"invalid bench option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
