@@ -131,3 +131,17 @@ def test_mmssl_protocol_resumes_after_a_crash(twin_file: Path, tmp_path: Path, m
     assert numbers(res) == numbers(ref)
     with pytest.raises(CheckpointError, match="different configuration"):
         run_mmssl(cfg.model_copy(update={"seeds": [0]}), tmp_path / "run", log=lambda m: None)
+
+
+def test_emma_protocol_reuses_experiment_2_and_refuses_other_settings(tmp_path: Path) -> None:
+    from mmguard.experiments.emma.config import EmmaRunConfig
+    from mmguard.experiments.emma.run import run_emma
+
+    cfg = EmmaRunConfig.quick_config(dataset="toy?n=600", seeds=[0, 1], epochs=3)
+    first = run_emma(cfg, tmp_path / "run", log=lambda m: None, chapter4=False)
+    logs: list[str] = []
+    again = run_emma(cfg, tmp_path / "run", log=logs.append, chapter4=False)
+    assert any("already done" in m for m in logs)
+    assert numbers(again) == numbers(first)
+    with pytest.raises(CheckpointError, match="different configuration"):
+        run_emma(cfg.model_copy(update={"seeds": [0]}), tmp_path / "run", log=lambda m: None, chapter4=False)
