@@ -93,28 +93,30 @@ def render_report(metrics: dict[str, Any]) -> str:
                          f"{_ms(_get(c, 'mix', 'prediction', 'f1'), 3)} |")
         lines.append("")
     for task, d in (metrics.get("downstream") or {}).items():
-        options = list(d["scores"])
         metric = "MAE" if d["metric"] == "mae" else "F1"
+        oracle_clean = d["scores"]["oracle"]["clean"]
+        lines += [f"## Downstream task `{task}`: fraction of clean performance retained", ""]
+        if not d["retention"]:
+            lines += [f"Undefined: the clean model scores {metric} {_ms(oracle_clean, 4)} on clean input, so there is "
+                      "no clean performance to retain (for a rare class: the model never predicts it).", ""]
+            continue
         rule = ("MAE of the clean model on clean input / MAE of the option" if metric == "MAE"
                 else "F1 of the option / F1 of the clean model on clean input")
-        lines += [f"## Downstream task `{task}`: fraction of clean performance retained", "",
-                  f"Retention = {rule}, per seed and condition, averaged over the conditions of each group; "
+        groups = list(d["retention"])
+        lines += [f"Retention = {rule}, per seed and condition, averaged over the conditions of each group; "
                   "± over seeds. Differences are paired per seed.", "",
-                  "| option | clean test | " + " | ".join(d["retention"]) + " | vs none (unseen) | vs peer (unseen) |",
-                  "|---|---|" + "---|" * (len(d["retention"]) + 2)]
-        oracle_clean = d["scores"]["oracle"]["clean"][0]
-        for o in options:
+                  "| option | clean test | " + " | ".join(groups) + " | vs none (unseen) | vs peer (unseen) |",
+                  "|---|---|" + "---|" * (len(groups) + 2)]
+        for o in d["scores"]:
             clean = d["scores"][o].get("clean")
             ratio = "–"
-            if clean and oracle_clean and clean[0]:
-                ratio = f"{(oracle_clean / clean[0]) if metric == 'MAE' else (clean[0] / oracle_clean):.3f}"
-            cells = [_ms(d["retention"][g][o]["retention"], 3) for g in d["retention"]]
+            if clean and oracle_clean[0] and clean[0]:
+                ratio = f"{(oracle_clean[0] / clean[0]) if metric == 'MAE' else (clean[0] / oracle_clean[0]):.3f}"
+            cells = [_ms(d["retention"][g][o]["retention"], 3) for g in groups]
             unseen = d["retention"].get("unseen", {}).get(o, {})
             lines.append(f"| {o} | {ratio} | " + " | ".join(cells)
                          + f" | {_ms(unseen.get('minus_none'), 3)} | {_ms(unseen.get('minus_peer'), 3)} |")
-        if not d["retention"]:
-            lines.append("| (undefined: the clean model scores 0 on clean input) | | | | |")
-        lines += ["", f"Clean model on clean input (oracle): {metric} {_ms(d['scores']['oracle']['clean'], 4)}.", ""]
+        lines += ["", f"Clean model on clean input (oracle): {metric} {_ms(oracle_clean, 4)}.", ""]
     for title, origins in (("Fault families at rate 1 (trained, unseen, common cause)",
                             ("trained", "unseen", "common_cause")),
                            ("Severity sweeps", ("sweep",)), ("Your fault specs", ("custom",))):
