@@ -58,8 +58,6 @@ def load_data(data: str, mapping: Path | None, data_dir: Path | None, seed: int 
     """The dataset as one :class:`MultimodalBatch` (one-line errors from the data layer)."""
     from mmguard.data import load_dataset
 
-    if mapping is not None and not mapping.is_file():
-        raise SpecError(f"modality mapping {str(mapping)!r} does not exist")
     return load_dataset(data, data_dir=data_dir, mapping=mapping, seed=seed)
 
 
@@ -86,9 +84,9 @@ def read_config_file(path: Path | None) -> dict[str, Any] | None:
 
     import yaml
 
-    if not path.is_file():
-        raise SpecError(f"config file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    from mmguard.data._io import require_file
+
+    text = require_file(path, "config file").read_text(encoding="utf-8", errors="replace")
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
