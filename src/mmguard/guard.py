@@ -63,6 +63,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
+from mmguard.adapt.drift import DriftConfig, DriftDetector, DriftMonitor, DriftResult
+from mmguard.adapt.stats import compose, window_standardizer
+from mmguard.calibration import max_quantile_calibration
 from mmguard.data.model import ModalitySpec, MultimodalBatch
 from mmguard.data.preprocessing import Standardizer
 from mmguard.data.splits import Splits
@@ -83,6 +86,9 @@ class GuardConfig(BaseModel):
 
     false_alarm_rate: float = Field(
         0.01, gt=0, lt=1, description="target fraction of clean validation samples flagged in any modality"
+    )
+    drift: DriftConfig | None = Field(
+        default_factory=DriftConfig, description="drift detector fitted with the guard (None: no drift detection)"
     )
 
 
@@ -114,6 +120,9 @@ class Guard:
         self.calibration: dict[str, torch.Tensor] | None = None
         self.model: nn.Module | None = None
         self.fit_report: dict[str, Any] = {}
+        self.drift_detector: DriftDetector | None = None
+        self.class_prior: list[float] | None = None
+        self._adapted: Standardizer | None = None
 
     # ================================================================== configuration
     @classmethod
@@ -171,6 +180,11 @@ class Guard:
         """Predictions (N,) of a standardised batch."""
         raise NotImplementedError
 
+    def _class_probabilities(self, x: MultimodalBatch) -> torch.Tensor | None:
+        """Optional: class probabilities (N, K) of a standardised batch (predicting guards); used to
+        keep test-time adaptation robust to class-mix changes. ``None``: not available."""
+        return None
+
     def _extra_state(self) -> dict[str, Any]:
         """Fitted JSON state beyond the config (e.g. class count, decision threshold)."""
         return {}
@@ -202,6 +216,10 @@ class Guard:
         st = Standardizer.fit(raw_train)
         self.model = None  # a failed refit never leaves an old model beside new statistics
         self.specs, self.standardizer, self.calibration = tuple(splits.train.specs), st, None
+        self.drift_detector, self._adapted, self.class_prior = None, None, None
+        if self.needs_target and raw_train.target is not None and not raw_train.target.is_floating_point():
+            counts = torch.bincount(raw_train.target.long().flatten())
+            self.class_prior = (counts.double() / counts.sum()).tolist()
         train, val = st.transform(raw_train), st.transform(raw_val)
         torch.manual_seed(derive_seed(seed, "guard", self.name))  # a safety net; hooks derive their own
         report = self._fit(train.to(self.device), val.to(self.device), seed=seed, progress=progress)
@@ -214,20 +232,18 @@ class Guard:
                 raise DataError("calibration needs at least 2 clean validation samples")
             self.calibration = self._calibrate(self._raw_scores(clean))
             report = {**report, "calibration": self.calibration_summary()}
+        if self.config.drift is not None:
+            clean_val = val.select(~val.mask_or_clean().any(1)) if val.fault_mask is not None else val
+            self.drift_detector = DriftDetector.fit(train, clean_val, self.config.drift,
+                                                    seed=derive_seed(seed, "guard", self.name, "drift"))
+            report = {**report, "drift": {"window": self.drift_detector.window}}
         self.fit_report = report
         return report
 
     def _calibrate(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-modality location and scale such that score 1.0 is the α-false-alarm threshold."""
-        alpha = self.config.false_alarm_rate
-        raw = raw.double()
-        loc = raw.median(0).values
-        spread = torch.quantile(raw, 1 - alpha, dim=0, interpolation="higher") - loc
-        floor = 1e-6 * raw.abs().amax(0).clamp_min(1.0)  # a degenerate (constant) score still divides
-        spread = torch.maximum(spread, floor)
-        t = torch.quantile(((raw - loc) / spread).amax(1), 1 - alpha, interpolation="higher")
-        scale = spread * t.clamp_min(1e-6)
-        return {"loc": loc.float().cpu(), "scale": scale.float().cpu()}
+        loc, scale = max_quantile_calibration(raw, self.config.false_alarm_rate)
+        return {"loc": loc, "scale": scale}
 
     def calibration_summary(self) -> dict[str, Any]:
         cal = self._require_calibration()
@@ -297,7 +313,7 @@ class Guard:
             if got != s.shape:
                 raise DataError(f"modality {s.name!r}: expected per-sample shape {s.shape}, got {got}")
         batch.check_finite(f"guard {self.name!r} input")
-        return self.standardizer.transform(_as_float32(batch))  # type: ignore[union-attr]
+        return (self._adapted or self.standardizer).transform(_as_float32(batch))  # type: ignore[union-attr]
 
     def _chunked(self, x: MultimodalBatch, fn: Callable[[MultimodalBatch], Any]) -> Any:
         """Run ``fn`` on device-side chunks of ``x`` and concatenate on CPU (bounded memory)."""
@@ -352,6 +368,60 @@ class Guard:
         self._require_capability(self.predicts, "predict")
         return self._chunked(self._prepare(batch), self._predict)
 
+    # ================================================================== drift and adaptation
+    def _require_drift(self) -> DriftDetector:
+        self._require()
+        if self.drift_detector is None:
+            raise NotFittedError(f"guard {self.name!r} was fitted without drift detection (config drift: null)")
+        return self.drift_detector
+
+    def _reference_units(self, batch: MultimodalBatch) -> MultimodalBatch:
+        """A raw batch checked and standardised with the *training* statistics (never adapted)."""
+        adapted, self._adapted = self._adapted, None
+        try:
+            return self._prepare(batch)
+        finally:
+            self._adapted = adapted
+
+    def drift_test(self, batch: MultimodalBatch) -> DriftResult:
+        """Per-modality drift test of the last ``window`` samples of a raw batch against the clean
+        reference (:mod:`mmguard.adapt.drift`); ``ratio`` 1.0 is the calibrated threshold."""
+        return self._require_drift().test(self._reference_units(batch))
+
+    def drift_monitor(self) -> GuardDriftMonitor:
+        """A stream monitor: feed raw chunks to ``update``; it tests every ``step`` new samples."""
+        return GuardDriftMonitor(self, self._require_drift())
+
+    def adapt(self, batch: MultimodalBatch, probs: torch.Tensor | None = None,
+              prior: torch.Tensor | None = None) -> Standardizer:
+        """Test-time adaptation of the input statistics to a window of recent unlabeled raw samples
+        (:mod:`mmguard.adapt.stats`): later ``score``/``flag``/``transform``/``predict`` calls
+        standardise with the window's statistics — class-balanced when the guard predicts classes —
+        and ``transform`` returns data in the *training* units (the drift removed).
+        A guard that does not predict classes can be given the class probabilities (N, K) of the
+        window and the training ``prior`` (K,) by the model behind it. ``reset_adaptation`` undoes it.
+        Returns the adapted standardiser."""
+        x = self._reference_units(batch)
+        if len(x) < 2:
+            raise DataError("adaptation needs a window of at least 2 samples")
+        if probs is None:
+            with torch.no_grad():
+                probe = self._class_probabilities(x.select(slice(0, 1)).to(self.device))
+            probs = None if probe is None else self._chunked(x, self._class_probabilities)
+            prior = torch.tensor(self.class_prior) if self.class_prior is not None else None
+        if probs is not None and (prior is None or probs.shape != (len(x), len(prior))):
+            raise DataError(f"adaptation: class probabilities {tuple(probs.shape)} do not match the window "
+                            f"({len(x)} samples) and the prior ({None if prior is None else len(prior)} classes)")
+        self._adapted = compose(self.standardizer, window_standardizer(x, probs, prior))  # type: ignore[arg-type]
+        return self._adapted
+
+    def reset_adaptation(self) -> None:
+        self._adapted = None
+
+    @property
+    def adapted(self) -> bool:
+        return self._adapted is not None
+
     # ================================================================== persistence
     def save(self, directory: str | Path) -> Path:
         """Write the guard directory (see the module docstring); returns its path."""
@@ -363,6 +433,8 @@ class Guard:
         tensors.update(self.standardizer.state_tensors("preprocessing"))  # type: ignore[union-attr]
         if self.calibration is not None:
             tensors.update({f"calibration.{k}": v for k, v in self.calibration.items()})
+        if self.drift_detector is not None:
+            tensors.update(self.drift_detector.state_tensors("drift"))
         if (d / GUARD_FILE).exists():
             (d / GUARD_FILE).unlink()  # the directory is incomplete until the new guard.json lands
         save_checkpoint(d, tensors, self.config.model_dump(mode="json"))
@@ -373,6 +445,8 @@ class Guard:
             "capabilities": self.capabilities(),
             "modalities": [s.to_dict() for s in self.specs],
             "state": self._extra_state(),
+            "class_prior": self.class_prior,
+            "drift": None if self.drift_detector is None else self.drift_detector.describe(),
             "fit": self.fit_report,
         })
         return d
@@ -424,6 +498,20 @@ class Guard:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.fit_report = dict(meta.get("fit") or {})
+        drift = meta.get("drift")
+        self.drift_detector = None
+        if drift is not None:
+            if not isinstance(drift, dict) or not isinstance(drift.get("config"), dict):
+                raise CheckpointError(f"{str(d)!r}: malformed drift section in {GUARD_FILE}")
+            try:
+                self.drift_detector = DriftDetector.from_state(tensors, self.names, drift["config"])
+            except CheckpointError as exc:
+                raise CheckpointError(f"{str(d)!r}: {exc}") from None
+        prior = meta.get("class_prior")
+        if prior is not None and (not isinstance(prior, list) or not all(isinstance(v, (int, float)) for v in prior)):
+            raise CheckpointError(f"{str(d)!r}: malformed class_prior in {GUARD_FILE}")
+        self.class_prior = prior
+        self._adapted = None
 
     def spec_of(self, name: str) -> ModalitySpec:
         for s in self.specs:
@@ -435,6 +523,18 @@ class Guard:
 # ====================================================================== registry
 G = TypeVar("G", bound=type[Guard])
 _REGISTRY: dict[str, type[Guard]] = {}
+
+
+class GuardDriftMonitor(DriftMonitor):
+    """:class:`~mmguard.adapt.drift.DriftMonitor` fed with *raw* chunks (checked and standardised
+    with the guard's training statistics)."""
+
+    def __init__(self, guard: Guard, detector: DriftDetector) -> None:
+        super().__init__(detector)
+        self.guard = guard
+
+    def update(self, chunk: MultimodalBatch) -> list[tuple[int, DriftResult]]:
+        return super().update(self.guard._reference_units(chunk))
 
 
 def register_guard(cls: G) -> G:

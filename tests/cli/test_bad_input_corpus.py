@@ -75,6 +75,7 @@ def corpus(tmp_path_factory) -> Path:
     (d / "spec_broken.json").write_text('{"faults": [')
     (d / "cfg_list.yaml").write_text("- 1\n- 2\n")
     (d / "cfg_unknown.yaml").write_text("wings: 2\n")
+    (d / "drift_window.yaml").write_text("detector: {window: 1}\n")
     (d / "cfg_type.yaml").write_text("autoencoder: {epochs: many}\n")
     (d / "cfg_range.json").write_text('{"false_alarm_rate": 2.0}')
     (d / "cfg_broken.json").write_text('{"autoencoder": ')
@@ -112,6 +113,7 @@ def _csv(name: str, mapping: str = "map.yaml") -> tuple[str, str]:
 
 
 M = ["--modalities", "{d}/map.yaml"]
+G = ["--split-by", "g", "--train-groups", "0,1", "--test-groups", "2,3"]
 GOOD = "csv:{d}/good.csv"
 
 # (id, argv, keyword expected in the error line (lower case), paths that must not exist afterwards)
@@ -203,6 +205,27 @@ CASES: list[tuple[str, list[str], str, list[str]]] = [
      "colour", ["b"]),
     ("bench-downstream-config", ["bench", "--data", "toy", "--guards", "mmae", "--downstream", "target",
                                 "--downstream-config", "{d}/cfg_type.yaml", "--out", "{d}/b"], "downstream", ["b"]),
+    # --- drift (bench --adapt)
+    ("bench-adapt-unknown", ["bench", "--data", GOOD, *M, *G, "--id-test", "0.2", "--guards", "mmae", "--downstream",
+                             "target", "--adapt", "none,warp", "--out", "{d}/b"], "warp", ["b"]),
+    ("bench-adapt-no-task", ["bench", "--data", GOOD, *M, *G, "--id-test", "0.2", "--guards", "mmae", "--adapt",
+                             "stats", "--out", "{d}/b"], "--downstream", ["b"]),
+    ("bench-adapt-no-drift", ["bench", "--data", "toy", "--guards", "mmae", "--downstream", "target", "--adapt",
+                              "stats", "--out", "{d}/b"], "drift", ["b"]),
+    ("bench-adapt-no-id", ["bench", "--data", GOOD, *M, *G, "--guards", "mmae", "--downstream", "target",
+                           "--adapt", "stats", "--out", "{d}/b"], "--id-test", ["b"]),
+    ("bench-id-test-no-groups", ["bench", "--data", "toy", "--guards", "mmae", "--id-test", "0.2", "--out", "{d}/b"],
+     "explicit group", ["b"]),
+    ("bench-id-test-range", ["bench", "--data", GOOD, *M, *G, "--id-test", "0.9", "--guards", "mmae", "--out",
+                             "{d}/b"], "fraction", ["b"]),
+    ("bench-drift-config-key", ["bench", "--data", GOOD, *M, *G, "--id-test", "0.2", "--guards", "mmae",
+                                "--downstream", "target", "--adapt", "stats", "--drift-config", "{d}/cfg_unknown.yaml",
+                                "--out", "{d}/b"], "wings", ["b"]),
+    ("bench-drift-detector", ["bench", "--data", GOOD, *M, *G, "--id-test", "0.2", "--guards", "mmae",
+                              "--downstream", "target", "--adapt", "stats", "--drift-config",
+                              "{d}/drift_window.yaml", "--out", "{d}/b"], "window", ["b"]),
+    ("bench-drift-faults-missing", ["bench", "--data", GOOD, *M, "--guards", "mmae", "--downstream", "target",
+                                    "--drift-faults", "{d}/gone.yaml", "--out", "{d}/b"], "gone.yaml", ["b"]),
     # --- fault specs
     ("faults-validate-type", ["faults", "validate", "{d}/spec_bad_type.yaml"], "teleport", []),
     ("faults-validate-rate", ["faults", "validate", "{d}/spec_bad_rate.yaml"], "rate", []),

@@ -37,6 +37,15 @@ def bench_command(
     train_groups: str | None = opt.TRAIN_GROUPS,
     val_groups: str | None = opt.VAL_GROUPS,
     test_groups: str | None = opt.TEST_GROUPS,
+    id_test: float = opt.ID_TEST,
+    adapt: str | None = typer.Option(None, "--adapt", help="Drift: test-time adaptation options to compare, e.g. "
+                                     "none,stats,adabn,tent (docs/drift.md); needs --downstream."),
+    dev_groups: str | None = typer.Option(None, "--dev-groups", help="Drift: test groups that select the "
+                                          "adaptation (the others are reported), e.g. 3,4."),
+    drift_faults: list[Path] = typer.Option([], "--drift-faults", help="Drift: synthetic drift spec(s) applied "
+                                            "to the test split in time order (repeatable), e.g. slow_drift."),
+    drift_config: Path | None = typer.Option(None, "--drift-config", help="Drift: settings (window, chunk, "
+                                             "id_streams, detector: {...}), JSON or YAML."),
     device: str = opt.DEVICE,
     json_out: bool = JSON_OPTION,
 ) -> None:
@@ -57,19 +66,34 @@ def bench_command(
     per_guard = opt.read_config_file(config) or {}
     if not all(isinstance(v, dict) for v in per_guard.values()):
         raise SpecError("--config must map guard names to mappings of settings")
-    split = opt.split_description(split_by, train_groups, val_groups, test_groups, seed)
+    split = opt.split_description(split_by, train_groups, val_groups, test_groups, seed, id_test)
+    drift = None
+    if adapt is not None or drift_faults:
+        drift_specs = []
+        for path in drift_faults:
+            if not path.is_file():
+                raise SpecError(f"drift fault spec {str(path)!r} does not exist")
+            drift_specs.append(load_spec(path).to_dict())
+        explicit = train_groups is not None or test_groups is not None
+        drift = {**(opt.read_config_file(drift_config) or {}),
+                 "adapt": [m.strip() for m in (adapt or "none,stats").split(",") if m.strip()],
+                 "group_key": (split_by if split_by not in ("auto", "random") else "episode") if explicit else None,
+                 "id_groups": opt.parse_groups(train_groups, "--train-groups") or [],
+                 "dev_groups": opt.parse_groups(dev_groups, "--dev-groups") or [],
+                 "faults": drift_specs}
     try:
         cfg = BenchConfig(data={"source": data, "mapping": str(modalities) if modalities else None,
                                 "split": split},
                           guards=names, guard_configs=per_guard, seeds=list(range(seed, seed + seeds)),
                           families=not no_families, severity_sweep=not no_sweep, faults=specs,
                           reference=reference, downstream=tasks,
-                          downstream_config=opt.read_config_file(downstream_config) or {}, quick=quick, device=device)
+                          downstream_config=opt.read_config_file(downstream_config) or {}, quick=quick, device=device,
+                          drift=drift)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise SpecError(f"invalid bench option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
     batch = opt.load_data(data, modalities, data_dir, seed)
-    splits = opt.split_data(batch, split_by, train_groups, val_groups, test_groups, seed)
+    splits = opt.split_data(batch, split_by, train_groups, val_groups, test_groups, seed, id_test)
     metrics = run_bench(cfg, splits, out, log=lambda m: console.log(f"bench: {m}"))
     if json_out:
         print_json({k: v for k, v in metrics.items() if k != "guards"} | {"guards": list(metrics["guards"])})

@@ -20,6 +20,8 @@ TRAIN_GROUPS = typer.Option(None, "--train-groups", help="Explicit split: comma-
 VAL_GROUPS = typer.Option(None, "--val-groups", help="Explicit validation groups (default: 15 %% of the "
                                                      "training groups' samples).")
 TEST_GROUPS = typer.Option(None, "--test-groups", help="Explicit test groups, e.g. 3,4,5,6.")
+ID_TEST = typer.Option(0.0, "--id-test", help="With explicit groups: this fraction of the training groups' "
+                                            "samples joins the test split as its in-distribution part.")
 DEVICE = typer.Option("cpu", "--device", help="auto, cpu or cuda.")
 
 
@@ -62,18 +64,21 @@ def load_data(data: str, mapping: Path | None, data_dir: Path | None, seed: int 
 
 
 def split_data(batch, split_by: str, train_groups: str | None, val_groups: str | None,
-               test_groups: str | None, seed: int):
+               test_groups: str | None, seed: int, id_test: float = 0.0):
     from mmguard.data.splits import make_splits
 
     return make_splits(batch, split_by=split_by, train_groups=parse_groups(train_groups, "--train-groups"),
                        val_groups=parse_groups(val_groups, "--val-groups"),
-                       test_groups=parse_groups(test_groups, "--test-groups"), seed=seed)
+                       test_groups=parse_groups(test_groups, "--test-groups"), id_test_fraction=id_test, seed=seed)
 
 
 def split_description(split_by: str, train_groups: str | None, val_groups: str | None,
-                      test_groups: str | None, seed: int) -> dict[str, Any]:
-    return {"split_by": split_by, "train_groups": train_groups, "val_groups": val_groups,
-            "test_groups": test_groups, "split_seed": seed}
+                      test_groups: str | None, seed: int, id_test: float = 0.0) -> dict[str, Any]:
+    out: dict[str, Any] = {"split_by": split_by, "train_groups": train_groups, "val_groups": val_groups,
+                           "test_groups": test_groups, "split_seed": seed}
+    if id_test:
+        out["id_test"] = id_test
+    return out
 
 
 def read_config_file(path: Path | None) -> dict[str, Any] | None:

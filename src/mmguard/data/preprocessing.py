@@ -37,13 +37,29 @@ class Standardizer:
         raise SpecError(f"cannot standardize a tensor of shape {tuple(x.shape)}")
 
     @classmethod
-    def fit(cls, batch: MultimodalBatch) -> Standardizer:
+    def fit(cls, batch: MultimodalBatch, weights: torch.Tensor | None = None) -> Standardizer:
+        """Statistics of ``batch``; optional non-negative per-sample ``weights`` (N,) give a weighted
+        mean and (population) variance — used by test-time adaptation to re-weight a window of
+        unlabeled samples to the training class mix (:mod:`mmguard.adapt.stats`)."""
+        w = None
+        if weights is not None:
+            w = torch.as_tensor(weights, dtype=torch.float64).flatten()
+            if w.shape[0] != len(batch) or bool((w < 0).any()) or not bool(torch.isfinite(w).all()) \
+                    or float(w.sum()) <= 0:
+                raise SpecError(f"standardizer weights must be {len(batch)} finite non-negative numbers, not all 0")
         mean, std = {}, {}
         for name, x in batch.modalities.items():
             dims = cls._reduce_dims(x)
             x64 = x.double()
-            m = x64.mean(dim=dims, keepdim=True)[0]
-            s = x64.std(dim=dims, keepdim=True, unbiased=False)[0]
+            if w is None:
+                m = x64.mean(dim=dims, keepdim=True)[0]
+                s = x64.std(dim=dims, keepdim=True, unbiased=False)[0]
+            else:
+                wx = w.to(x64.device).reshape(-1, *([1] * (x64.ndim - 1))).expand_as(x64)
+                total = wx.sum(dim=dims, keepdim=True)
+                m = (wx * x64).sum(dim=dims, keepdim=True) / total
+                s = ((wx * (x64 - m) ** 2).sum(dim=dims, keepdim=True) / total).sqrt()
+                m, s = m[0], s[0]
             s = torch.where(s > 1e-12, s, torch.ones_like(s))
             mean[name], std[name] = m.float(), s.float()
         return cls(mean=mean, std=std)

@@ -145,9 +145,14 @@ def split_by_values(
     test: list[float],
     val: list[float] | None = None,
     val_fraction: float = 0.15,
+    id_test_fraction: float = 0.0,
     seed: int = 0,
 ) -> Splits:
     """Explicit group split, e.g. train on batches 1–2 and test on 3–6 of a drifting sensor array.
+
+    ``id_test_fraction`` > 0 also moves that fraction of the training groups' samples (stratified
+    by class when possible) into the test split: an in-distribution test part, recognisable by its
+    group value, against which drift and adaptation are measured (docs/drift.md).
 
     Decision (docs/data.md): without ``val`` groups the validation split is a random
     ``val_fraction`` of the *training groups'* samples (stratified by class when the target is
@@ -181,7 +186,18 @@ def split_by_values(
         val_mask = torch.zeros(len(batch), dtype=torch.bool)
         train_mask[rows[keep]] = True
         val_mask[rows[held]] = True
-    return Splits(train=batch.select(train_mask), val=batch.select(val_mask), test=batch.select(sel["test"]))
+    test_mask = sel["test"].clone()
+    if id_test_fraction > 0:
+        if not 0 < id_test_fraction < 1 - (0 if parts["val"] else val_fraction):
+            raise DataError(f"the in-distribution test fraction must be in (0, {1 - val_fraction:g}), "
+                            f"got {id_test_fraction:g}")
+        rows = train_mask.nonzero().squeeze(1)
+        total = int(sel["train"].sum())
+        keep, held = _holdout(batch.select(train_mask), id_test_fraction * total / len(rows), seed + 1)
+        train_mask = torch.zeros(len(batch), dtype=torch.bool)
+        train_mask[rows[keep]] = True
+        test_mask[rows[held]] = True
+    return Splits(train=batch.select(train_mask), val=batch.select(val_mask), test=batch.select(test_mask))
 
 
 def make_splits(
@@ -191,6 +207,7 @@ def make_splits(
     train_groups: list[float] | None = None,
     val_groups: list[float] | None = None,
     test_groups: list[float] | None = None,
+    id_test_fraction: float = 0.0,
     seed: int = 0,
 ) -> Splits:
     """The split the CLI asks for (``--split-by``, ``--train-groups``/``--val-groups``/``--test-groups``).
@@ -206,7 +223,10 @@ def make_splits(
     if explicit:
         key = split_by if split_by not in (None, "auto", "random") else "episode"
         return split_by_values(batch, key, train=train_groups or [], test=test_groups or [],
-                               val=val_groups, seed=seed)
+                               val=val_groups, id_test_fraction=id_test_fraction, seed=seed)
+    if id_test_fraction:
+        raise DataError("--id-test holds out part of the training groups: it needs an explicit group split "
+                        "(--train-groups/--test-groups)")
     if split_by == "auto":
         split_by = "episode" if "episode" in batch.meta else None
     if split_by in (None, "random"):

@@ -47,6 +47,8 @@ class DownstreamConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     patience: int | None = Field(6, ge=1)
     modality_dropout: float = Field(0.25, ge=0, lt=1)
+    norm: Literal["none", "batch"] = Field("none", description="batch: a BatchNorm after each encoder's first "
+                                           "layer (what AdaBN and TENT adapt, docs/drift.md)")
 
 
 def _encoder(spec: ModalitySpec, cfg: DownstreamConfig) -> nn.Module:
@@ -58,10 +60,12 @@ def _encoder(spec: ModalitySpec, cfg: DownstreamConfig) -> nn.Module:
         layers: list[nn.Module] = []
         prev = c
         for ch in cfg.image_channels:
-            layers += [nn.Conv2d(prev, ch, 4, 2, 1), nn.ReLU()]
+            layers += [nn.Conv2d(prev, ch, 4, 2, 1)] + [nn.BatchNorm2d(ch)] * (cfg.norm == "batch") + [nn.ReLU()]
             prev = ch
         return nn.Sequential(*layers, nn.Flatten(1), nn.Linear(prev * (h // factor) * (w // factor), cfg.code))
-    return nn.Sequential(nn.Flatten(1), nn.Linear(spec.size, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.code))
+    norm = [nn.BatchNorm1d(cfg.hidden)] if cfg.norm == "batch" else []
+    return nn.Sequential(nn.Flatten(1), nn.Linear(spec.size, cfg.hidden), *norm, nn.ReLU(),
+                         nn.Linear(cfg.hidden, cfg.code))
 
 
 class MultimodalPredictor(nn.Module):
@@ -97,23 +101,35 @@ def task_of_target(y: torch.Tensor) -> Task:
 
 
 class Downstream:
-    """A trained downstream predictor for one task (standardised inputs in, predictions out)."""
+    """A trained downstream predictor for one task (standardised inputs in, predictions out).
 
-    def __init__(self, net: MultimodalPredictor, task: Task, classes: int, y_mean: float, y_std: float) -> None:
+    ``prior`` is the training class frequency (classification), used by test-time adaptation.
+    """
+
+    def __init__(self, net: MultimodalPredictor, task: Task, classes: int, y_mean: float, y_std: float,
+                 prior: list[float] | None = None) -> None:
         self.net, self.task, self.classes = net.eval(), task, classes
         self.y_mean, self.y_std = y_mean, y_std
+        self.prior = prior
 
     @torch.no_grad()
-    def predict(self, batch: MultimodalBatch) -> torch.Tensor:
-        """Class labels (N,) or regression values (N,) in target units."""
+    def outputs(self, batch: MultimodalBatch, net: nn.Module | None = None) -> torch.Tensor:
+        """Raw network outputs (N, classes) — logits — or (N, 1) standardised regression values."""
+        net = net or self.net
         outs = []
         for i in range(0, len(batch), CHUNK):
-            xs = {n: v[i:i + CHUNK] for n, v in batch.modalities.items()}
-            outs.append(self.net(xs))
-        out = torch.cat(outs)
+            outs.append(net({n: v[i:i + CHUNK] for n, v in batch.modalities.items()}))
+        return torch.cat(outs)
+
+    def decode(self, out: torch.Tensor) -> torch.Tensor:
+        """Class labels (N,) or regression values (N,) in target units from :meth:`outputs`."""
         if self.task == "regression":
             return out[:, 0] * self.y_std + self.y_mean
         return out.argmax(1)
+
+    def predict(self, batch: MultimodalBatch) -> torch.Tensor:
+        """Class labels (N,) or regression values (N,) in target units."""
+        return self.decode(self.outputs(batch))
 
 
 def fit_downstream(
@@ -190,7 +206,10 @@ def fit_downstream(
                             patience=cfg.patience)
     report = {"task": task, "classes": classes, "best_epoch": int(result.best_epoch[0]),
               "best_val": float(result.best_val[0]), "epochs_run": result.epochs_run}
-    return Downstream(net, task, classes, y_mean, y_std), report
+    prior = None
+    if task != "regression":
+        prior = (torch.bincount(y_train.long(), minlength=classes).double() / len(y_train)).tolist()
+    return Downstream(net, task, classes, y_mean, y_std, prior), report
 
 
 def downstream_metric(pred: torch.Tensor, y: torch.Tensor, task: Task) -> dict[str, float]:

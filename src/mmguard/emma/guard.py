@@ -146,6 +146,13 @@ class EmmaGuard(Guard):
         logits, _ = self.model(self._members(x))  # type: ignore[misc]
         return logits[0]
 
+    def _class_probabilities(self, x: MultimodalBatch) -> torch.Tensor:
+        logits = self._logits(x)
+        if self.num_classes == 2:  # one logit: P(class 1) = sigmoid
+            p1 = torch.sigmoid(logits.reshape(-1))
+            return torch.stack([1 - p1, p1], 1)
+        return torch.softmax(logits, -1)
+
     def _predict(self, x: MultimodalBatch) -> torch.Tensor:
         logits = self._logits(x)
         if self.num_classes == 2:

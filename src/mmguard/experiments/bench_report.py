@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mmguard.experiments.drift_report import render_drift, write_drift_plot
 from mmguard.io.figures import save_figure
 
 
@@ -134,6 +135,7 @@ def render_report(metrics: dict[str, Any]) -> str:
             lines.append(f"| {lbl} | {metrics['condition_origins'][lbl]} | "
                          f"{_ms(_error(metrics, 'none', lbl, 'all'), 3)} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += render_drift(metrics)
     lines += ["## Cost", "", "| guard | fit (s) | evaluation of every condition (s) |", "|---|---|---|"]
     for g in guards:
         lines.append(f"| {g} | {_ms(metrics['guards'][g]['fit_s'], 1)} | {_ms(metrics['guards'][g]['eval_s'], 1)} |")
@@ -212,4 +214,4 @@ def write_plots(metrics: dict[str, Any], out: Path) -> list[Path]:
             axes[0][0].set_ylabel("combined error (log)")
             axes[0][0].legend(fontsize=7)
             paths.append(save_figure(fig, out / "severity.png", dpi=110, bbox_inches="tight"))
-    return paths
+    return paths + write_drift_plot(metrics, out)

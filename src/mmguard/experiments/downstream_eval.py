@@ -59,17 +59,24 @@ def check_tasks(tasks: list[str], splits: Splits) -> None:
                 raise DataError(f"downstream task {name!r} has NaN/Inf values")
 
 
+def mode_config(cfg: DownstreamConfig, mode: str) -> DownstreamConfig:
+    """``clean_bn`` (what AdaBN and TENT adapt) is the clean model with batch normalisation."""
+    return cfg.model_copy(update={"norm": "batch"}) if mode == "clean_bn" else cfg
+
+
 def fit_models(tasks: list[str], cfg: DownstreamConfig, splits: Splits, train_std: MultimodalBatch,
-               val_std: MultimodalBatch, seed: int) -> tuple[dict[str, dict[str, Downstream]], dict[str, Any]]:
-    """``clean`` and ``peer`` models per task for one seed (standardised inputs)."""
+               val_std: MultimodalBatch, seed: int, modes: tuple[str, ...] = ("clean", "peer")
+               ) -> tuple[dict[str, dict[str, Downstream]], dict[str, Any]]:
+    """``clean`` and ``peer`` models (and ``clean_bn`` when asked) per task for one seed (standardised inputs)."""
     spec = training_spec(train_std)
     models: dict[str, dict[str, Downstream]] = {}
     report: dict[str, Any] = {}
     for name in tasks:
         y_tr, y_va = task_values(splits.train, name), task_values(splits.val, name)
         models[name], report[name] = {}, {}
-        for mode in ("clean", "peer"):
-            model, rep = fit_downstream(train_std, val_std, y_tr, y_va, cfg, seed=seed, mode=mode,
+        for mode in modes:
+            model, rep = fit_downstream(train_std, val_std, y_tr, y_va, mode_config(cfg, mode), seed=seed,
+                                        mode="peer" if mode == "peer" else "clean",
                                         fault_spec=spec if mode == "peer" else None)
             models[name][mode], report[name][mode] = model, rep
     return models, report
@@ -79,25 +86,27 @@ def save_models(models: dict[str, dict[str, Downstream]], directory) -> None:
     for name, modes in models.items():
         for mode, m in modes.items():
             save_checkpoint(directory / f"{name}-{mode}", dict(m.net.state_dict()),
-                            {"task": m.task, "classes": m.classes, "y_mean": m.y_mean, "y_std": m.y_std})
+                            {"task": m.task, "classes": m.classes, "y_mean": m.y_mean, "y_std": m.y_std,
+                             "prior": m.prior})
 
 
-def load_models(tasks: list[str], specs, cfg: DownstreamConfig, directory) -> dict[str, dict[str, Downstream]]:
+def load_models(tasks: list[str], specs, cfg: DownstreamConfig, directory,
+                modes: tuple[str, ...] = ("clean", "peer")) -> dict[str, dict[str, Downstream]]:
     from mmguard.downstream.model import MultimodalPredictor
 
     models: dict[str, dict[str, Downstream]] = {}
     for name in tasks:
         models[name] = {}
-        for mode in ("clean", "peer"):
+        for mode in modes:
             tensors, meta = load_checkpoint(directory / f"{name}-{mode}")
             try:
                 outputs = 1 if meta["task"] == "regression" else int(meta["classes"])
-                net = MultimodalPredictor(specs, outputs, cfg)
+                net = MultimodalPredictor(specs, outputs, mode_config(cfg, mode))
                 net.load_state_dict(tensors, strict=True)
             except (KeyError, RuntimeError) as exc:
                 raise CheckpointError(f"downstream model {name}-{mode} does not match ({exc})") from None
             models[name][mode] = Downstream(net, meta["task"], int(meta["classes"]), float(meta["y_mean"]),
-                                            float(meta["y_std"]))
+                                            float(meta["y_std"]), meta.get("prior"))
     return models
 
 

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mmguard.adapt.drift import DriftDetector
 from mmguard.data.model import MultimodalBatch
 from mmguard.data.preprocessing import Standardizer
 from mmguard.data.splits import Splits
@@ -48,6 +49,15 @@ from mmguard.experiments.downstream_eval import (
     load_models,
     save_models,
     summarise,
+)
+from mmguard.experiments.drift_eval import (
+    DriftSettings,
+    Stream,
+    baseline_drift_rows,
+    build_streams,
+    detector_rows,
+    guard_drift_rows,
+    summarise_drift,
 )
 from mmguard.experiments.fields import NameList, SeedList
 from mmguard.experiments.units import RunUnits, data_fingerprint
@@ -77,13 +87,23 @@ class BenchConfig(BaseModel):
     downstream_config: dict[str, Any] = Field(default_factory=dict)
     quick: bool = False
     device: Literal["auto", "cpu", "cuda"] = "cpu"
+    drift: DriftSettings | None = Field(None, description="drift detection and test-time adaptation "
+                                        "(experiments/drift_eval.py)")
+
+
+def guard_config(cfg: BenchConfig, name: str) -> dict[str, Any] | None:
+    """A guard's settings; its drift detector takes the run's detector overrides unless set explicitly."""
+    own = cfg.guard_configs.get(name)
+    if cfg.drift is None or not cfg.drift.detector or (own and "drift" in own):
+        return own
+    return {**(own or {}), "drift": cfg.drift.detector}
 
 
 
 def check_guards(cfg: BenchConfig, splits: Splits) -> None:
     """Fail early (one line) on an unknown guard, a bad guard config or data a guard cannot take."""
     for name in cfg.guards:
-        create_guard(name, cfg.guard_configs.get(name), quick=cfg.quick)._check_data(splits.train, "training split")
+        create_guard(name, guard_config(cfg, name), quick=cfg.quick)._check_data(splits.train, "training split")
     unknown = sorted(set(cfg.guard_configs) - set(cfg.guards))
     if unknown:
         raise SpecError(f"guard configs given for guards not in the benchmark: {unknown}")
@@ -114,9 +134,10 @@ def conditions(cfg: BenchConfig, test_std: MultimodalBatch, seed: int) -> dict[s
 
 # ---------------------------------------------------------------------------- one unit
 def run_unit(cfg: BenchConfig, name: str, seed: int, splits: Splits, conds: dict[str, tuple[str, MultimodalBatch]],
-             st: Standardizer, guard_dir: Path, downstream: dict[str, Any] | None = None) -> dict[str, Any]:
+             st: Standardizer, guard_dir: Path, downstream: dict[str, Any] | None = None,
+             streams: dict[str, Stream] | None = None) -> dict[str, Any]:
     """Fit one guard with one seed, save it, and evaluate it on every condition (plain floats)."""
-    guard = create_guard(name, cfg.guard_configs.get(name), device=cfg.device, quick=cfg.quick)
+    guard = create_guard(name, guard_config(cfg, name), device=cfg.device, quick=cfg.quick)
     t0 = time.perf_counter()
     report = guard.fit(splits, seed=seed)
     fit_s = time.perf_counter() - t0
@@ -132,7 +153,11 @@ def run_unit(cfg: BenchConfig, name: str, seed: int, splits: Splits, conds: dict
         if downstream:
             res["downstream"] = guard_scores(downstream, splits.test, fixed, pred)
         results[label] = {"origin": origin, **res}
+    drift = None
+    if cfg.drift is not None and streams:
+        drift = guard_drift_rows(cfg.drift, guard, downstream, streams, st, splits.test)
     return {
+        "drift": drift,
         "guard": name,
         "seed": seed,
         "capabilities": guard.capabilities(),
@@ -153,19 +178,29 @@ def downstream_config(cfg: BenchConfig) -> DownstreamConfig:
 
 
 def downstream_unit(cfg: BenchConfig, ds_cfg: DownstreamConfig, seed: int, splits: Splits, st: Standardizer,
-                    conds: dict[str, tuple[str, MultimodalBatch]], store: RunUnits, out: Path, log: Log
-                    ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Downstream models of one seed (trained once, saved, reused on resume) and their baseline rows."""
+                    conds: dict[str, tuple[str, MultimodalBatch]], store: RunUnits, out: Path, log: Log,
+                    streams: dict[str, Stream] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Downstream models of one seed (trained once, saved, reused on resume) and their baseline rows
+    (with ``streams``: also the drift rows and the drift detector's delays and false alarms)."""
     key, directory = f"downstream/seed{seed}", out / "downstream" / f"seed{seed}"
+    modes = ("clean", "peer") + (("clean_bn",) if cfg.drift is not None and cfg.drift.needs_bn else ())
     done = store.load(key)
     if done is not None:
         log(f"seed {seed}: downstream models already done (resumed)")
-        return load_models(cfg.downstream, splits.train.specs, ds_cfg, directory), done["base"]
+        return load_models(cfg.downstream, splits.train.specs, ds_cfg, directory, modes), done["base"]
     t0 = time.perf_counter()
     models, report = fit_models(cfg.downstream, ds_cfg, splits, st.transform(splits.train),
-                                st.transform(splits.val), seed)
+                                st.transform(splits.val), seed, modes)
     save_models(models, directory)
     base = baseline_rows(models, conds, splits.test)
+    if cfg.drift is not None and streams:
+        t1 = time.perf_counter()
+        det = DriftDetector.fit(st.transform(splits.train), st.transform(splits.val), cfg.drift.detector_config(),
+                                seed=derive_seed(seed, "bench", "drift"))
+        base["_drift"] = {"rows": baseline_drift_rows(cfg.drift, models, det, streams, splits.test),
+                          "kinds": {n: s.kinds for n, s in streams.items()},
+                          "detector": detector_rows(cfg.drift, det, streams, seed)}
+        log(f"seed {seed}: drift streams evaluated in {time.perf_counter() - t1:.1f} s")
     store.save(key, {"fit": report, "base": base})
     log(f"seed {seed}: downstream models ({', '.join(cfg.downstream)}; clean and peer) in "
         f"{time.perf_counter() - t0:.1f} s; clean-input score "
@@ -189,6 +224,11 @@ def run_bench(cfg: BenchConfig, splits: Splits, out_dir: str | Path, *, log: Log
         raise SpecError("run_bench takes raw splits")
     check_guards(cfg, splits)
     check_tasks(cfg.downstream, splits)
+    if cfg.drift is not None:
+        if not cfg.downstream:
+            raise SpecError("--adapt adapts the downstream model: name its task with --downstream")
+        cfg.drift.detector_config()
+        build_streams(cfg.drift, splits.test, seed=0)  # drift to evaluate, specs that fit: fail before writing
     ds_cfg = downstream_config(cfg)
     st = Standardizer.fit(splits.train)
     for raw in cfg.faults:  # a user spec naming an unknown modality fails before anything is written
@@ -207,8 +247,9 @@ def run_bench(cfg: BenchConfig, splits: Splits, out_dir: str | Path, *, log: Log
         conds = conditions(cfg, test_std, seed)
         inputs[seed] = baseline_unit(conds)
         models = None
+        streams = build_streams(cfg.drift, test_std, seed) if cfg.drift is not None else None
         if cfg.downstream:
-            models, ds_base[seed] = downstream_unit(cfg, ds_cfg, seed, splits, st, conds, store, out, log)
+            models, ds_base[seed] = downstream_unit(cfg, ds_cfg, seed, splits, st, conds, store, out, log, streams)
         for name in cfg.guards:
             key = f"{name}/seed{seed}"
             unit = store.load(key)
@@ -216,14 +257,19 @@ def run_bench(cfg: BenchConfig, splits: Splits, out_dir: str | Path, *, log: Log
                 units[name][seed] = unit
                 log(f"seed {seed}: {name} already done (resumed)")
                 continue
-            unit = run_unit(cfg, name, seed, splits, conds, st, out / "guards" / name / f"seed{seed}", models)
+            unit = run_unit(cfg, name, seed, splits, conds, st, out / "guards" / name / f"seed{seed}", models,
+                            streams)
             store.save(key, unit)
             units[name][seed] = unit
             log(f"seed {seed}: {name} fitted in {unit['fit_s']:.1f} s, evaluated on {len(conds)} conditions "
                 f"in {unit['eval_s']:.1f} s; " + _headline(unit))
     metrics = aggregate(cfg, units, inputs)
     if cfg.downstream:
+        drift_base = {s: ds_base[s].pop("_drift", None) for s in cfg.seeds}
         metrics["downstream"] = summarise(cfg.downstream, cfg.seeds, metrics["condition_origins"], ds_base, units)
+        if cfg.drift is not None:
+            metrics["drift"] = summarise_drift(cfg.drift, cfg.seeds, drift_base,  # type: ignore[arg-type]
+                                               {g: {s: units[g][s]["drift"] for s in cfg.seeds} for g in cfg.guards})
     metrics["data"] = {**cfg.data, "sizes": splits.sizes(),
                        "modalities": [s.to_dict() for s in splits.train.specs]}
     metrics["wall_s"] = time.perf_counter() - t0
