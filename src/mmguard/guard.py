@@ -504,7 +504,8 @@ class Guard:
             if not isinstance(drift, dict) or not isinstance(drift.get("config"), dict):
                 raise CheckpointError(f"{str(d)!r}: malformed drift section in {GUARD_FILE}")
             try:
-                self.drift_detector = DriftDetector.from_state(tensors, self.names, drift["config"])
+                self.drift_detector = DriftDetector.from_state(tensors, self.names, drift["config"],
+                                                               sizes={sp.name: sp.size for sp in self.specs})
             except CheckpointError as exc:
                 raise CheckpointError(f"{str(d)!r}: {exc}") from None
         prior = meta.get("class_prior")

@@ -79,3 +79,21 @@ def test_bench_reports_retention(tmp_path: Path) -> None:
     assert heat["none"]["clean"] == heat["oracle"]["clean"]  # no fault: the same input
     report = (tmp_path / "b" / "report.md").read_text()
     assert "Downstream task `target`" in report and "| dae |" in report
+
+
+def test_macro_f1_matches_scikit_learn_and_f1_selection_trains() -> None:
+    from sklearn.metrics import f1_score
+
+    from mmguard.downstream.model import macro_f1
+
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (300,), generator=gen)
+    pred = torch.where(torch.rand(300, generator=gen) < 0.6, y, torch.randint(0, 5, (300,), generator=gen))
+    expected = f1_score(y.numpy(), pred.numpy(), average="macro", zero_division=0)
+    assert abs(float(macro_f1(pred, y, 5)) - expected) < 1e-12
+    sp = _splits()
+    model, rep = fit_downstream(sp.train, sp.val, sp.train.target, sp.val.target,
+                                CFG.model_copy(update={"select_by": "f1", "patience": 5}), seed=0)
+    # the selected epoch's validation value is 1 - macro F1 of that model on the validation split
+    val_f1 = f1_score(sp.val.target.numpy(), model.predict(sp.val).numpy(), average="macro")
+    assert abs(rep["best_val"] - (1 - val_f1)) < 1e-6

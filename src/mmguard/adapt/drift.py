@@ -102,7 +102,8 @@ class DriftDetector:
     def __init__(self, names: tuple[str, ...], reference: dict[str, torch.Tensor], sigma2: torch.Tensor,
                  krr: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, config: DriftConfig) -> None:
         self.names, self.reference, self.config = names, reference, config
-        self.sigma2, self.krr, self.loc, self.scale = sigma2.double(), krr.double(), loc.double(), scale.double()
+        # held at float32 precision (what is saved), computed with in float64: a loaded detector is bit-identical
+        self.sigma2, self.krr, self.loc, self.scale = (t.float().double() for t in (sigma2, krr, loc, scale))
         self.window = config.window
         self._groups = _groups({n: reference[n].shape[1] for n in names})
 
@@ -172,6 +173,10 @@ class DriftDetector:
         """(M,) MMD²_u of ``batch`` (standardised, ≥ 2 samples) against the reference."""
         if batch.names != self.names:
             raise DataError(f"drift test expects modalities {list(self.names)}, got {list(batch.names)}")
+        for name in self.names:
+            size, expected = batch.modalities[name][0].numel(), self.reference[name].shape[1]
+            if size != expected:
+                raise DataError(f"drift test: modality {name!r} has {size} values per sample, expected {expected}")
         n = len(batch)
         if n < 2:
             raise DataError("a drift test needs at least 2 samples")
@@ -211,7 +216,8 @@ class DriftDetector:
 
     @classmethod
     def from_state(cls, tensors: Mapping[str, torch.Tensor], names: tuple[str, ...], config: Mapping[str, Any],
-                   prefix: str = "drift") -> DriftDetector:
+                   prefix: str = "drift", sizes: Mapping[str, int] | None = None) -> DriftDetector:
+        """Rebuild a saved detector; ``sizes`` (values per sample of each modality) is checked when given."""
         try:
             cfg = DriftConfig(**config)
             parts = {k: tensors[f"{prefix}.{k}"] for k in ("sigma2", "krr", "loc", "scale")}
@@ -221,6 +227,11 @@ class DriftDetector:
         if any(v.shape != (len(names),) for v in parts.values()) or any(
                 r.ndim != 2 or r.shape[0] < 2 for r in reference.values()):
             raise CheckpointError("drift detector tensors have the wrong shape")
+        if sizes is not None and any(reference[n].shape[1] != sizes[n] for n in names):
+            raise CheckpointError("drift reference does not match the modalities' sizes")
+        if not all(bool(torch.isfinite(t).all()) for t in [*parts.values(), *reference.values()]) \
+                or not bool((parts["sigma2"] > 0).all()) or not bool((parts["scale"] > 0).all()):
+            raise CheckpointError("drift detector tensors hold NaN/Inf or non-positive scales")
         return cls(names, reference, parts["sigma2"], parts["krr"], parts["loc"], parts["scale"], cfg)
 
 
@@ -233,8 +244,10 @@ class DriftMonitor:
     """
 
     def __init__(self, detector: DriftDetector, step: int | None = None) -> None:
+        if step is not None and step < 1:
+            raise DataError(f"a drift monitor's step must be at least 1, got {step}")
         self.detector = detector
-        self.step = step or detector.config.step
+        self.step = detector.config.step if step is None else step
         self.seen = 0
         self.first_alarm: int | None = None
         self.tests = 0

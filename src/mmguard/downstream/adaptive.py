@@ -71,8 +71,8 @@ class AdaptiveDownstream:
             self.monitor.update(chunk)
         buf = chunk if self._buffer is None else concat_batches([self._buffer, chunk])
         self._buffer = buf = buf.select(slice(max(0, len(buf) - max(self.window, len(chunk))), len(buf)))
-        if not self.active:
-            return self.model.predict(chunk)
+        if not self.active or (self.method in ("adabn", "tent") and len(buf) < 2):
+            return self.model.predict(chunk)  # (batch statistics need two samples)
         self.adapted_chunks += 1
         m = self.model
         if self.method == "stats":

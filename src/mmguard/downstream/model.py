@@ -49,6 +49,9 @@ class DownstreamConfig(BaseModel):
     modality_dropout: float = Field(0.25, ge=0, lt=1)
     norm: Literal["none", "batch"] = Field("none", description="batch: a BatchNorm after each encoder's first "
                                            "layer (what AdaBN and TENT adapt, docs/drift.md)")
+    select_by: Literal["loss", "f1"] = Field(
+        "loss", description="early stopping / model selection on the validation loss, or (classification) on "
+        "1 − validation macro F1 — for data where the loss rises long before the predictions get worse")
 
 
 def _encoder(spec: ModalitySpec, cfg: DownstreamConfig) -> nn.Module:
@@ -194,10 +197,14 @@ def fit_downstream(
 
     def val_fn(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         n = batch["y"].shape[1]
-        total = torch.zeros(())
+        total, outs = torch.zeros(()), []
         for i in range(0, n, CHUNK):
             xs = {m: batch[f"x:{m}"][0, i:i + CHUNK] for m in names}
-            total = total + loss_of(model.net(xs), batch["y"][0, i:i + CHUNK]) * xs[names[0]].shape[0]
+            out = model.net(xs)
+            outs.append(out)
+            total = total + loss_of(out, batch["y"][0, i:i + CHUNK]) * xs[names[0]].shape[0]
+        if cfg.select_by == "f1" and task != "regression":
+            return (1.0 - macro_f1(torch.cat(outs).argmax(1), batch["y"][0], classes)).reshape(1)
         return (total / n).reshape(1)
 
     result = train_ensemble(_Single(net), loss_fn, data, val_data, member_stream=torch.zeros(1, dtype=torch.long),
@@ -210,6 +217,17 @@ def fit_downstream(
     if task != "regression":
         prior = (torch.bincount(y_train.long(), minlength=classes).double() / len(y_train)).tolist()
     return Downstream(net, task, classes, y_mean, y_std, prior), report
+
+
+def macro_f1(pred: torch.Tensor, y: torch.Tensor, classes: int) -> torch.Tensor:
+    """Macro F1 over the classes present in ``y`` or ``pred`` (as scikit-learn's ``average="macro"``)."""
+    k = classes
+    conf = torch.bincount(y.long() * k + pred.long(), minlength=k * k).reshape(k, k).double()
+    tp = conf.diagonal()
+    support, predicted = conf.sum(1), conf.sum(0)
+    present = (support + predicted) > 0
+    f1 = 2 * tp / (support + predicted).clamp_min(1)
+    return f1[present].mean()
 
 
 def downstream_metric(pred: torch.Tensor, y: torch.Tensor, task: Task) -> dict[str, float]:
