@@ -27,6 +27,7 @@ SWEEPS: dict[str, list[float]] = {
     "brightness_contrast": [0.0, 0.1, 0.3, 0.9],
     "dead_pixels": [0.0, 0.01, 0.1, 0.5],
     "dead_lines": [0, 1, 2, 4, 8],
+    "slow_drift": [0.0, 0.1, 0.5, 1.0],  # steps large next to offset_rate (docs/faults.md)
 }
 
 

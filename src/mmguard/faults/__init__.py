@@ -11,7 +11,7 @@ Modules: :mod:`~mmguard.faults.registry` (fault types), :mod:`~mmguard.faults.ve
 application), :mod:`~mmguard.faults.preview` (PNG previews). See docs/faults.md.
 """
 
-from mmguard.faults import image, vector  # noqa: F401  (register the built-in fault types)
+from mmguard.faults import image, slow, vector  # noqa: F401  (register the built-in fault types)
 from mmguard.faults.apply import apply_faults, corrupt, exact_count, plan_selection, validate_for_batch
 from mmguard.faults.builders import (
     common_cause,
