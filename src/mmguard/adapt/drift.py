@@ -38,6 +38,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmguard.adapt.window import recent
 from mmguard.calibration import max_quantile_calibration
 from mmguard.data.model import MultimodalBatch, concat_batches
 from mmguard.errors import CheckpointError, DataError
@@ -56,7 +57,7 @@ class DriftConfig(BaseModel):
     reference_size: int = Field(300, ge=4, description="clean reference samples kept (subsampled)")
     pool_size: int = Field(2000, ge=8, description="in-distribution samples the null windows are drawn from")
     null_windows: int = Field(2000, ge=100, description="in-distribution windows that calibrate the threshold")
-    null: Literal["shuffled", "contiguous"] = Field(
+    windows: Literal["shuffled", "contiguous"] = Field(
         "shuffled", description="shuffled: null windows drawn at random from the pool (exchangeable streams); "
         "contiguous: windows of consecutive validation samples in their order (time-correlated streams, "
         "e.g. frames of episodes)")
@@ -124,7 +125,7 @@ class DriftDetector:
         order = torch.randperm(len(train), generator=gen)
         n_ref = min(cfg.reference_size, len(train) // 2)
         ref = train.select(order[:n_ref])
-        if cfg.null == "contiguous":  # consecutive validation samples, in their order
+        if cfg.windows == "contiguous":  # consecutive validation samples, in their order
             pool = val.select(slice(0, cfg.pool_size))
         else:
             pool = concat_batches([train.select(order[n_ref:]), val])
@@ -137,7 +138,7 @@ class DriftDetector:
         r, p = _flat(ref, names), _flat(pool, names)
         m = len(names)
         sigma2, krr = torch.zeros(m, dtype=torch.float64), torch.zeros(m, dtype=torch.float64)
-        if cfg.null == "contiguous":
+        if cfg.windows == "contiguous":
             starts = torch.linspace(0, len(pool) - window, min(cfg.null_windows, len(pool) - window + 1)).round()
             idx = starts.long()[:, None] + torch.arange(window)[None, :]
         else:
@@ -260,8 +261,8 @@ class DriftMonitor:
 
     def update(self, chunk: MultimodalBatch) -> list[tuple[int, DriftResult]]:
         w = self.detector.window
-        buf = chunk if self._buffer is None else concat_batches([self._buffer, chunk])
-        start = self.seen - (len(buf) - len(chunk))  # stream count of buf[0]
+        buf = recent(self._buffer, chunk, w + len(chunk))  # the tests due in this chunk reach back w samples
+        start = self.seen + len(chunk) - len(buf)  # stream count of buf[0]
         due = [c for c in range(self.seen + 1, self.seen + len(chunk) + 1) if c >= w and (c - w) % self.step == 0]
         out = []
         for c in due:
@@ -273,7 +274,7 @@ class DriftMonitor:
                     self.first_alarm = c
             out.append((c, result))
         self.seen += len(chunk)
-        self._buffer = buf.select(slice(max(0, len(buf) - w), len(buf)))
+        self._buffer = buf if len(buf) <= w else buf.select(slice(len(buf) - w, len(buf)))
         return out
 
     def window_batch(self) -> MultimodalBatch | None:

@@ -29,7 +29,8 @@ import torch
 from mmguard.adapt.drift import DriftMonitor
 from mmguard.adapt.norm import Tent, adabn, copy_for_adaptation, require_norm_layers
 from mmguard.adapt.stats import window_standardizer
-from mmguard.data.model import MultimodalBatch, concat_batches
+from mmguard.adapt.window import recent
+from mmguard.data.model import MultimodalBatch
 from mmguard.downstream.model import Downstream
 from mmguard.errors import SpecError
 
@@ -69,8 +70,7 @@ class AdaptiveDownstream:
         """Predictions (N,) for the next chunk of the stream (standardised with training statistics)."""
         if self.monitor is not None:
             self.monitor.update(chunk)
-        buf = chunk if self._buffer is None else concat_batches([self._buffer, chunk])
-        self._buffer = buf = buf.select(slice(max(0, len(buf) - max(self.window, len(chunk))), len(buf)))
+        self._buffer = buf = recent(self._buffer, chunk, self.window)
         if not self.active or (self.method in ("adabn", "tent") and len(buf) < 2):
             return self.model.predict(chunk)  # (batch statistics need two samples)
         self.adapted_chunks += 1

@@ -43,6 +43,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mmguard.adapt.drift import DriftConfig, DriftDetector
+from mmguard.adapt.window import recent
 from mmguard.data.model import MultimodalBatch, concat_batches
 from mmguard.data.preprocessing import Standardizer
 from mmguard.downstream.adaptive import METHODS, AdaptiveDownstream
@@ -241,8 +242,7 @@ def guard_drift_rows(settings: DriftSettings, guard: Any, models: dict[str, dict
                 chunk = raw.select(slice(i, i + settings.chunk))
                 if monitor is not None:
                     monitor.update(chunk)
-                    window = chunk if window is None else concat_batches([window, chunk])
-                    window = window.select(slice(max(0, len(window) - settings.window), len(window)))
+                    window = recent(window, chunk, settings.window)
                     if monitor.drifted:
                         guard.adapt(window, *_balance(guard, models, st, window))
                 if guard.flags:
