@@ -56,7 +56,7 @@ def test_drift_is_detected_and_adaptation_recovers(tmp_path: Path) -> None:
     assert det["id"]["false_alarm_rate"][0] <= 0.05
     t = d["streams"]["groups"]["tasks"]["target"]
     opts = t["options"]
-    assert set(opts) >= {"none", "peer", "stats", "stats_ungated", "adabn", "tent", "bn_none", "dae:none",
+    assert set(opts) >= {"none", "peer", "stats", "stats_ungated", "adabn", "tent", "bn_none", "bn_stats", "dae:none",
                          "dae:stats"}
     # the strong drift costs the unadapted model; statistics adaptation wins most of it back
     # (the drift is an affine map per feature: re-standardising with the window's statistics inverts it

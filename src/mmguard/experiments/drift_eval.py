@@ -19,8 +19,8 @@ Per seed, with the downstream models of :mod:`mmguard.experiments.downstream_eva
 2. **adaptation** — one continuous stream: the in-distribution part first, then the drifted
    groups in ascending order (the order they were recorded in), fed in chunks of ``chunk``
    samples to :class:`~mmguard.downstream.adaptive.AdaptiveDownstream`, gated by the detector.
-   Options: ``none``; ``stats`` (gated) and ``stats_ungated``; ``bn_none``, ``adabn`` and ``tent``
-   on the clean model with batch normalisation (trained when adabn/tent are asked for); ``peer``
+   Options: ``none``; ``stats`` (gated) and ``stats_ungated``; ``bn_none``, ``bn_stats``, ``adabn``
+   and ``tent`` on the clean model with batch normalisation (trained when adabn/tent are asked for); ``peer``
    (the modality-dropout + fault-mix model, no adaptation). Synthetic streams add ``oracle``
    (the clean model on the same stream without drift);
 3. **guards** — the same streams through each guard as trained (``none``) and with its own
@@ -217,6 +217,9 @@ def baseline_drift_rows(settings: DriftSettings, models: dict[str, dict[str, Dow
                     rows[label] = _metrics(adaptive.run(stream.batch, settings.chunk), y, stream, kind)
             if "clean_bn" in m:
                 rows["bn_none"] = _metrics(m["clean_bn"].predict(stream.batch), y, stream, kind)
+                if "stats" in settings.adapt:
+                    adaptive = AdaptiveDownstream(m["clean_bn"], "stats", window=settings.window, monitor=det.monitor())
+                    rows["bn_stats"] = _metrics(adaptive.run(stream.batch, settings.chunk), y, stream, kind)
             out[sname][task] = rows
     return out
 
