@@ -47,6 +47,7 @@ def _register() -> None:
         faults_cmd,
         guard_cmd,
         mmssl_cmd,
+        serve_cmd,
         twin_cmd,
     )
 
@@ -62,6 +63,7 @@ def _register() -> None:
     app.command(name="score")(guard_cmd.score_command)
     app.command(name="transform")(guard_cmd.transform_command)
     app.command(name="bench")(bench_cmd.bench_command)
+    app.command(name="serve")(serve_cmd.serve_command)
 
 
 _register()

@@ -55,8 +55,12 @@ def render_drift(metrics: dict[str, Any]) -> list[str]:
                              f"{_ms(row.get('report'))} | {_ms(row.get('drifted_minus_none'))} | "
                              f"{_ms(row.get('id_loss'))} |")
             sel = t["selected"]
-            lines += ["", f"Selected on the development parts (in-distribution loss ≤ tolerance): **{sel or 'none'}**"
-                      + (f"; on the report parts {_ms(t['options'][sel].get('report'))}." if sel else "."), ""]
+            if sel:
+                lines += ["", f"Selected on the development parts (in-distribution loss ≤ tolerance): **{sel}**; "
+                          f"on the report parts {_ms(t['options'][sel].get('report'))}.", ""]
+            else:
+                lines += ["", "No option selected: this stream has no development parts (`--dev-groups`) or no "
+                          "option met the in-distribution tolerance.", ""]
         if stream["flagged"]:
             parts = list(next(iter(stream["flagged"].values())))
             lines += [f"Share of samples a guard flags on stream `{sname}` (as trained / with statistics adaptation):",
