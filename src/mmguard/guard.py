@@ -50,6 +50,7 @@ the ``mmguard.guards`` entry-point group and the modules or ``.py`` files listed
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import os
@@ -179,6 +180,13 @@ class Guard:
     def _predict(self, x: MultimodalBatch) -> torch.Tensor:
         """Predictions (N,) of a standardised batch."""
         raise NotImplementedError
+
+    def _inference_module(self) -> nn.Module:
+        """Export hook (docs/export.md): a traceable module mapping the standardised modalities
+        (positional, in modality order, each (N, *shape)) to a dict with ``"scores"`` (N, M) raw
+        scores as ``_score`` (flag), ``"fixed"`` a tuple of ``_transform``'s tensors in modality order
+        (correct), ``"prediction"`` (N,) as ``_predict`` (predict). No Python branching on values."""
+        raise SpecError(f"guard {self.name!r} cannot be exported: it does not implement _inference_module")
 
     def _class_probabilities(self, x: MultimodalBatch) -> torch.Tensor | None:
         """Optional: class probabilities (N, K) of a standardised batch (predicting guards); used to
@@ -352,6 +360,18 @@ class Guard:
         """:meth:`flag` of an already standardised batch on the device (for ``_transform`` hooks)."""
         return self._normalise(self._score(x)) > 1.0
 
+    def calibrated_module(self) -> CalibratedScores:
+        """:meth:`_normalise` as a module (for ``_inference_module`` hooks that gate on flags)."""
+        cal = self._require_calibration()
+        return CalibratedScores(cal["loc"], cal["scale"])
+
+    def export_module(self) -> InferencePath:
+        """The whole inference path as one traceable module (``mmguard export``, docs/export.md):
+        raw modalities (positional, float32) → standardisation → :meth:`_inference_module` →
+        calibration / inverse standardisation; outputs in the order of its ``output_names``."""
+        self._require()
+        return InferencePath(self, self._inference_module()).eval()
+
     def transform(self, batch: MultimodalBatch) -> MultimodalBatch:
         """The batch as the downstream model should see it: same names, shapes, raw units."""
         self._require_capability(self.corrects, "correct data")
@@ -519,6 +539,54 @@ class Guard:
             if s.name == name:
                 return s
         raise SpecError(f"unknown modality {name!r}; the guard has {list(self.names)}")
+
+
+class CalibratedScores(nn.Module):
+    """Raw (N, M) scores → normalised scores (1.0 = threshold), computed in float64 like :meth:`Guard._normalise`."""
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("loc", loc.detach().double().cpu().clone())
+        self.register_buffer("scale", scale.detach().double().cpu().clone())
+
+    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        return ((raw.double() - self.loc) / self.scale).float()
+
+
+class InferencePath(nn.Module):
+    """Raw modalities → the guard's outputs, self-contained (built by :meth:`Guard.export_module`).
+
+    Outputs (``output_names``): ``scores`` (N, M) normalised and ``flags`` (N, M) bool (guards that
+    flag), ``fixed:<modality>`` in raw units (guards that correct), ``prediction`` (N,) (predict)."""
+
+    def __init__(self, guard: Guard, core: nn.Module) -> None:
+        super().__init__()
+        self.names, self.core = guard.names, copy.deepcopy(core).cpu()  # never moves the guard's own model
+        # the input statistics the guard uses now (adapted or not); corrections back in training units
+        for key, st in (("in", guard._adapted or guard.standardizer), ("out", guard.standardizer)):
+            for i, n in enumerate(self.names):
+                self.register_buffer(f"{key}_mean_{i}", st.mean[n].detach().float().cpu().clone())  # type: ignore
+                self.register_buffer(f"{key}_std_{i}", st.std[n].detach().float().cpu().clone())  # type: ignore
+        self.calibrated = guard.calibrated_module() if guard.flags else None
+        self.corrects, self.predicts = guard.corrects, guard.predicts
+        self.output_names = ((["scores", "flags"] if guard.flags else []) + [
+            f"fixed:{n}" for n in self.names if guard.corrects] + (["prediction"] if guard.predicts else []))
+
+    def forward(self, *raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        def b(key: str) -> torch.Tensor:
+            return getattr(self, key)
+
+        xs = [(x - b(f"in_mean_{i}")) / b(f"in_std_{i}") for i, x in enumerate(raw)]
+        out = self.core(*xs)
+        result: list[torch.Tensor] = []
+        if self.calibrated is not None:
+            scores = self.calibrated(out["scores"])
+            result += [scores, scores > 1.0]
+        if self.corrects:
+            result += [f.float() * b(f"out_std_{i}") + b(f"out_mean_{i}") for i, f in enumerate(out["fixed"])]
+        if self.predicts:
+            result.append(out["prediction"])
+        return tuple(result)
 
 
 # ====================================================================== registry

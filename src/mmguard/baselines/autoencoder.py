@@ -67,8 +67,24 @@ class AutoencoderGuard(Guard):
     def _transform(self, x: MultimodalBatch) -> dict[str, torch.Tensor]:
         return self.model(x.modalities)  # type: ignore[misc]
 
+    def _inference_module(self) -> nn.Module:
+        return AutoencoderPath(self.autoencoder, self.names)
+
     def _build_model(self, state: dict[str, Any]) -> nn.Module:
         return MultimodalAutoencoder(self.specs, self.config.autoencoder)
+
+
+class AutoencoderPath(nn.Module):
+    """Export hook of the autoencoder baselines: standardised modalities → ``_score`` and ``_transform``."""
+
+    def __init__(self, ae: MultimodalAutoencoder, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.ae, self.names = ae, names
+
+    def forward(self, *xs: torch.Tensor) -> dict[str, Any]:
+        x = dict(zip(self.names, xs, strict=True))
+        recon = self.ae(x)
+        return {"scores": per_sample_errors(recon, x, self.names), "fixed": tuple(recon[n] for n in self.names)}
 
 
 @register_guard

@@ -44,6 +44,7 @@ def _register() -> None:
         demo_cmd,
         emma_cmd,
         eval_cmd,
+        export_cmd,
         faults_cmd,
         guard_cmd,
         mmssl_cmd,
@@ -64,6 +65,7 @@ def _register() -> None:
     app.command(name="transform")(guard_cmd.transform_command)
     app.command(name="bench")(bench_cmd.bench_command)
     app.command(name="serve")(serve_cmd.serve_command)
+    app.command(name="export")(export_cmd.export_command)
 
 
 _register()

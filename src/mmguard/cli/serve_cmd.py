@@ -36,6 +36,10 @@ def serve_command(
     ssl_keyfile: Path | None = typer.Option(None, "--ssl-keyfile", help="TLS private key (PEM)."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: critical, error, warning, "
                                   "info, debug."),
+    backend: str = typer.Option("torch", "--backend", help="torch: the guard itself; onnx: its ONNX export run "
+                                "by ONNX Runtime (needs the export extra; docs/export.md)."),
+    onnx_model: Path | None = typer.Option(None, "--onnx-model", help="With --backend onnx: a .onnx file written "
+                                           "by `mmguard export` for this guard (default: export at startup)."),
 ) -> None:
     """Serve a guard: score, flag, transform, predict, drift tests and a drift-monitored stream.
 
@@ -47,11 +51,18 @@ def serve_command(
 
     if log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
         raise SpecError(f"unknown --log-level {log_level!r}; use critical, error, warning, info or debug")
+    if backend not in ("torch", "onnx"):
+        raise SpecError(f"unknown --backend {backend!r}; use torch or onnx")
+    if backend == "onnx":
+        from mmguard.export.onnx import require_export_extra
+
+        require_export_extra()
     if max_connections is not None and max_connections < 1:
         raise SpecError(f"--max-connections must be at least 1, got {max_connections}")
     settings = ServeSettings.build(host=host, port=port, workers=workers, device=device, token_file=token_file,
                                    max_batch=max_batch, max_body_mb=max_body_mb, queue=queue,
-                                   batch_wait_ms=batch_wait_ms, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+                                   batch_wait_ms=batch_wait_ms, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+                                   backend=backend, onnx_model=onnx_model)
     app = create_app(guard_dir, settings)  # bad guard directory, device or token: one line, exit 2
     if app.state.service.token is None and not is_loopback(host):
         sys.stderr.write(f"mmguard: warning: serving on {host} without a token: anyone who can reach this port "

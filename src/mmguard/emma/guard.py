@@ -159,6 +159,9 @@ class EmmaGuard(Guard):
             return (logits.squeeze(-1) >= self.threshold).long()
         return logits.argmax(-1)
 
+    def _inference_module(self) -> nn.Module:
+        return EmmaPath(self.model, self.threshold, self.num_classes)  # type: ignore[arg-type]
+
     def _extra_state(self) -> dict[str, Any]:
         return {"architecture": describe(self.model), "threshold": self.threshold, "num_classes": self.num_classes}
 
@@ -188,3 +191,18 @@ class EmmaGuard(Guard):
         """Network outputs (N, K) (one logit for binary tasks) of a raw batch."""
         self._require_capability(self.predicts, "predict")
         return self._chunked(self._prepare(batch), self._logits)
+
+
+class EmmaPath(nn.Module):
+    """Export hook of EMMA: standardised modalities → the shifted potentials Ψ (``_score``) and the
+    gated network's class prediction (``_predict``), from one forward pass."""
+
+    def __init__(self, net: EmmaNetwork, threshold: float | None, num_classes: int) -> None:
+        super().__init__()
+        self.net, self.threshold, self.binary = net, threshold, num_classes == 2
+
+    def forward(self, *xs: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits, att = self.net([x.unsqueeze(0) for x in xs])
+        logits = logits[0]
+        pred = (logits.squeeze(-1) >= self.threshold).long() if self.binary else logits.argmax(-1)
+        return {"scores": att.psi[0], "prediction": pred}

@@ -61,8 +61,28 @@ class MmsslModule(nn.Module):
     def detect(self, xs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Latent z (N, d), detector scores (N, M) and the corrected latent C(z) (N, d)."""
         z = encode(self.mmae, xs)
+        return (z, *self.detect_latent(z))
+
+    def detect_latent(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Detector scores (N, M) and the corrected latent C(z) (N, d) of latents z (N, d)."""
         scores, corrected = self.block(((z - self.scale_mean) / self.scale_std).unsqueeze(0))
-        return z, scores[0], corrected[0] * self.scale_std + self.scale_mean
+        return scores[0], corrected[0] * self.scale_std + self.scale_mean
+
+
+class MmsslPath(nn.Module):
+    """Export hook of MMSSL: encode → detect → calibrated gate → correct → decode, with the exact
+    bypass (``route``: a torch.where) — ``_score`` and ``_transform`` in one traceable pass."""
+
+    def __init__(self, module: MmsslModule, names: tuple[str, ...], calibrated: nn.Module) -> None:
+        super().__init__()
+        self.module, self.names, self.calibrated = module, names, calibrated
+
+    def forward(self, *xs: torch.Tensor) -> dict[str, Any]:
+        z = self.module.mmae.encode(dict(zip(self.names, xs, strict=True)))
+        raw, corrected = self.module.detect_latent(z)
+        flagged = (self.calibrated(raw) > 1.0).any(1)
+        fixed = self.module.mmae.decode(route(z, corrected, flagged))
+        return {"scores": raw, "fixed": tuple(fixed[n] for n in self.names)}
 
 
 @register_guard
@@ -100,6 +120,9 @@ class MmsslGuard(Guard):
         z, _, corrected = self.model.detect(x.modalities)  # type: ignore[union-attr,operator]
         flagged = self.flags_of_standardised(x).any(1)
         return decode(self.model.mmae, route(z, corrected, flagged))  # type: ignore[union-attr,arg-type]
+
+    def _inference_module(self) -> nn.Module:
+        return MmsslPath(self.model, self.names, self.calibrated_module())  # type: ignore[arg-type]
 
     def _build_model(self, state: dict[str, Any]) -> nn.Module:
         return MmsslModule(self.specs, self.config.autoencoder, self.config.compute)

@@ -32,8 +32,12 @@ class GuardService:
 
     def __init__(self, guard: Guard, settings: ServeSettings, token: str | None) -> None:
         self.guard, self.settings, self.token = guard, settings, token
+        #: what computes score/transform/predict: the guard itself, or its ONNX export (``--backend onnx``);
+        #: drift tests and the stream's drift monitors always use the guard's own detector
+        self.engine: Any = guard if settings.backend == "torch" else _onnx_engine(guard, settings)
         self.metrics = ServeMetrics(guard.names, {"kind": guard.name, "mmguard_version": mmguard.__version__})
-        self.batcher = MicroBatcher({"score": guard.score, "transform": guard.transform, "predict": guard.predict},
+        e = self.engine
+        self.batcher = MicroBatcher({"score": e.score, "transform": e.transform, "predict": e.predict},
                                     queue_limit=settings.queue, max_samples=settings.coalesce_samples,
                                     max_wait_s=settings.batch_wait_ms / 1000.0, observer=self.metrics)
         self.npz_limit = codec.npz_limit(guard.specs, self.max_drift_samples)
@@ -71,6 +75,7 @@ class GuardService:
             "mmguard_version": mmguard.__version__,
             "torch_version": torch.__version__.split("+")[0],
             "device": str(g.device),
+            "backend": self.settings.backend,
             "false_alarm_rate": g.config.false_alarm_rate,
             "score_threshold": 1.0,
             "drift": None if det is None else {"window": det.window, "step": det.config.step,
@@ -147,6 +152,18 @@ class GuardService:
         scores: torch.Tensor = await _guarded(self.batcher.submit("score", batch))
         self.metrics.observe_flags(scores > 1.0)
         return scores
+
+
+def _onnx_engine(guard: Guard, settings: ServeSettings) -> Any:
+    """The guard's ONNX export run by ONNX Runtime: ``settings.onnx_model`` (checked to match the guard)
+    or a fresh export of the guard at startup (one intra-op thread)."""
+    from mmguard.export.runtime import OnnxGuard
+
+    if settings.onnx_model is None:
+        return OnnxGuard.from_guard(guard)
+    engine = OnnxGuard(settings.onnx_model)
+    engine.check_matches(guard)
+    return engine
 
 
 async def _guarded(awaitable: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -34,6 +35,10 @@ class ServeSettings(BaseModel):
     drain_timeout_s: float = Field(30.0, ge=0, description="how long shutdown waits for queued requests")
     ssl_certfile: Path | None = Field(None, description="TLS certificate (PEM); with ssl_keyfile")
     ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM); with ssl_certfile")
+    backend: Literal["torch", "onnx"] = Field("torch", description="what computes score/flag/transform/predict: "
+                                              "the torch guard, or its ONNX export run by ONNX Runtime")
+    onnx_model: Path | None = Field(None, description="backend onnx: an exported .onnx file of this guard "
+                                    "(default: export the guard at startup)")
 
     @property
     def max_body_bytes(self) -> int:
@@ -54,6 +59,10 @@ class ServeSettings(BaseModel):
             path = getattr(settings, name)
             if path is not None and not path.is_file():
                 raise SpecError(f"serve: --{name.replace('_', '-')} {str(path)!r} is not a file")
+        if settings.onnx_model is not None and settings.backend != "onnx":
+            raise SpecError("serve: --onnx-model needs --backend onnx")
+        if settings.onnx_model is not None and not settings.onnx_model.is_file():
+            raise SpecError(f"serve: --onnx-model {str(settings.onnx_model)!r} is not a file")
         return settings
 
     def public(self) -> dict[str, object]:
