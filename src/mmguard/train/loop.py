@@ -14,6 +14,27 @@ group-wise gradient scaling is not cancelled by per-parameter normalization).
 After every step ``after_step()`` runs (constraint projection). After every epoch the
 validation loss ``val_fn(model, val_data) -> (G,)`` is computed and each member's best
 state is kept (early stopping on validation loss); the best states are loaded at the end.
+
+Several optimisers (a GAN's generator and discriminator): ``phases`` is a sequence of
+:class:`Phase` — each its own loss, parameters and optimiser. On every minibatch each phase takes
+``steps`` optimizer steps on its own parameters, in order, *before* the main step (a GAN's
+discriminator step, then the generator step on the same minibatch); the main step then optimises
+``parameters``, by default every trainable parameter that no phase owns. Before each backward pass
+the gradients of every parameter of every optimiser are cleared, so a phase never sees gradients
+that another phase's loss left behind (a generator loss flows through the discriminator).
+``grad_hook`` and ``after_step`` belong to the main step. Early stopping and the best-state restore
+cover the whole model (all phases' parameters), judged by ``val_fn`` alone;
+:attr:`TrainResult.phase_history` holds each phase's mean training loss per epoch.
+
+Device: the loop runs where ``train_data`` lives (the model must be there too); minibatch
+orders are drawn on the CPU (the same orders on every device) and moved. The returned
+:class:`TrainResult` holds CPU tensors.
+
+Precision (docs/devices.md): ``loss_fn`` and ``val_fn`` — the forward passes — run inside
+:func:`mmguard.devices.autocast` (``precision=None``: the ambient one of
+:func:`mmguard.devices.use_precision`, ``fp32`` by default: no autocast at all). Their losses are
+cast to float32 before they are summed and compared; backward, ``grad_hook``, the optimizer step
+and ``after_step`` run outside autocast on the float32 parameters (bf16 needs no gradient scaler).
 """
 
 from __future__ import annotations
@@ -24,6 +45,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from mmguard.devices import autocast
 from mmguard.train.ensemble import member_generator, where_members
 
 Batch = dict[str, torch.Tensor]
@@ -38,6 +60,30 @@ class TrainResult:
     train_history: list[torch.Tensor] = field(default_factory=list)
     val_history: list[torch.Tensor] = field(default_factory=list)
     epochs_run: int = 0
+    #: per epoch, each phase's mean training loss: (P, G) tensors (empty without phases)
+    phase_history: list[torch.Tensor] = field(default_factory=list)
+
+
+@dataclass
+class Phase:
+    """An extra optimisation step on every minibatch, with its own loss, parameters and optimiser
+    (e.g. a GAN's discriminator; see the module docstring for the order of the steps).
+
+    ``loss_fn(model, batch) -> (G,)`` like the main loss; ``optimizer(params)`` replaces the default
+    ``Adam(params, lr)``; ``steps`` optimizer steps per minibatch (e.g. several critic steps)."""
+
+    loss_fn: Callable[[nn.Module, Batch], torch.Tensor]
+    parameters: Sequence[nn.Parameter]
+    lr: float = 1e-3
+    optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None
+    steps: int = 1
+
+    def __post_init__(self) -> None:
+        self.parameters = list(self.parameters)  # a generator of parameters is read once
+        if self.steps < 1:
+            raise ValueError(f"a phase takes at least one step per minibatch, got steps={self.steps}")
+        if not self.parameters:
+            raise ValueError("a phase needs parameters to optimise")
 
 
 def gather_stream_batch(
@@ -72,54 +118,86 @@ def train_ensemble(
     order_stream: int = 7,
     optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None,
     grad_hook: Callable[[], None] | None = None,
+    precision: str | None = None,
+    phases: Sequence[Phase] = (),
 ) -> TrainResult:
     """Train ``model`` (G members) and restore each member's best-validation state."""
     val_fn = val_fn or loss_fn
-    member_stream = member_stream.long()
-    n = next(iter(train_data.values())).shape[1]
+    first = next(iter(train_data.values()))
+    device, n = first.device, first.shape[1]
+    member_stream = member_stream.long().to(device)
+
+    def forward(fn: Callable[[nn.Module, Batch], torch.Tensor], batch: Batch) -> torch.Tensor:
+        with autocast(device, precision):
+            return fn(model, batch).float()
+
+    owned = {id(p) for ph in phases for p in ph.parameters}
     params = (
-        list(parameters) if parameters is not None else [p for p in model.parameters() if p.requires_grad]
+        list(parameters) if parameters is not None
+        else [p for p in model.parameters() if p.requires_grad and id(p) not in owned]
     )
     opt = optimizer(params) if optimizer is not None else torch.optim.Adam(params, lr=lr)
+    phase_opts = [
+        ph.optimizer(list(ph.parameters)) if ph.optimizer is not None
+        else torch.optim.Adam(list(ph.parameters), lr=ph.lr)
+        for ph in phases
+    ]
+    every_opt = [*phase_opts, opt]
+
+    def zero_grad() -> None:
+        for o in every_opt:
+            o.zero_grad(set_to_none=True)
+
     gens = [member_generator(s, order_stream) for s in stream_seeds]
     val_batch = full_stream_batch(val_data, member_stream)
 
     with torch.no_grad():
-        best_val = val_fn(model, val_batch).detach().clone()
+        best_val = forward(val_fn, val_batch).detach().clone()
     g = best_val.shape[0]
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    best_epoch = torch.zeros(g, dtype=torch.long)
+    best_epoch = torch.zeros(g, dtype=torch.long, device=device)
     result = TrainResult(best_epoch=best_epoch, best_val=best_val)
-    since_best = torch.zeros(g, dtype=torch.long)
+    since_best = torch.zeros(g, dtype=torch.long, device=device)
 
     for epoch in range(1, epochs + 1):
         if on_epoch_start is not None:
             on_epoch_start(epoch)
-        orders = torch.stack([torch.randperm(n, generator=gen) for gen in gens])  # (S, N)
+        orders = torch.stack([torch.randperm(n, generator=gen) for gen in gens]).to(device)  # (S, N)
         model.train()
-        epoch_loss = torch.zeros(g)
+        epoch_loss = torch.zeros(g, device=device)
+        phase_loss = torch.zeros(len(phases), g, device=device)
         for start in range(0, n, batch_size):
             batch = gather_stream_batch(train_data, member_stream, orders[:, start : start + batch_size])
-            losses = loss_fn(model, batch)
-            opt.zero_grad(set_to_none=True)
+            rows = batch[next(iter(batch))].shape[1]
+            for i, (ph, ph_opt) in enumerate(zip(phases, phase_opts, strict=True)):
+                for _ in range(ph.steps):
+                    ph_losses = forward(ph.loss_fn, batch)
+                    zero_grad()
+                    ph_losses.sum().backward()
+                    ph_opt.step()
+                    phase_loss[i] += ph_losses.detach() * rows / ph.steps
+            losses = forward(loss_fn, batch)
+            zero_grad()
             losses.sum().backward()
             if grad_hook is not None:
                 grad_hook()
             opt.step()
             if after_step is not None:
                 after_step()
-            epoch_loss += losses.detach() * batch[next(iter(batch))].shape[1]
+            epoch_loss += losses.detach() * rows
         model.eval()
         with torch.no_grad():
-            val = val_fn(model, val_batch).detach()
+            val = forward(val_fn, val_batch).detach()
         improved = val < best_val
         state = model.state_dict()
         best_state = where_members(improved, state, best_state)
         best_val = torch.where(improved, val, best_val)
         best_epoch = torch.where(improved, torch.full_like(best_epoch, epoch), best_epoch)
         since_best = torch.where(improved, torch.zeros_like(since_best), since_best + 1)
-        result.train_history.append(epoch_loss / n)
-        result.val_history.append(val)
+        result.train_history.append((epoch_loss / n).cpu())
+        if phases:
+            result.phase_history.append((phase_loss / n).cpu())
+        result.val_history.append(val.cpu())
         result.epochs_run = epoch
         if progress is not None:
             progress(epoch, val)
@@ -127,5 +205,5 @@ def train_ensemble(
             break
 
     model.load_state_dict(best_state)
-    result.best_epoch, result.best_val = best_epoch, best_val
+    result.best_epoch, result.best_val = best_epoch.cpu(), best_val.cpu()
     return result
