@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,13 +31,18 @@ def encoder(groups: int) -> nn.Module:
     )
 
 
-def step_time(model: nn.Module, x: torch.Tensor, repeats: int) -> float:
+def step_time(model: nn.Module, x: torch.Tensor, repeats: int, sync: Callable[[], None] | None = None) -> float:
+    """Fastest of ``repeats`` forward+backward passes (after 2 warm-ups); ``sync`` waits for an
+    asynchronous device (``torch.cuda.synchronize``) before each clock reading."""
+    wait = sync or (lambda: None)
     for _ in range(2):  # warm-up
         model(x).sum().backward()
     best = float("inf")
     for _ in range(repeats):
+        wait()
         t0 = time.perf_counter()
         model(x).sum().backward()
+        wait()
         best = min(best, time.perf_counter() - t0)
     return best
 

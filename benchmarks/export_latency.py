@@ -41,7 +41,7 @@ import torch
 
 import mmguard
 from mmguard.data.model import MultimodalBatch
-from mmguard.data.splits import make_splits
+from mmguard.data.splits import Splits, make_splits
 from mmguard.export.onnx import export_onnx
 from mmguard.export.runtime import OnnxGuard
 from mmguard.faults import apply_faults
@@ -69,6 +69,13 @@ def twin_like(episodes: int = 12, steps: int = 20, seed: int = 0) -> MultimodalB
     return MultimodalBatch.from_arrays({"camera": camera.astype(np.float32), "kinematics": kin}, target=y,
                                        meta={"episode": np.repeat(np.arange(episodes), steps),
                                              "t": np.tile(np.arange(steps), episodes)})
+
+
+def fit_quick(name: str, splits: Splits) -> Guard:
+    """Guard ``name`` fitted in ``--quick`` mode without a drift detector (also used by serve_load.py)."""
+    guard = create_guard(name, {"drift": None}, quick=True)
+    guard.fit(splits, seed=0)
+    return guard
 
 
 def timed(fn: Callable[[], Any], reps: int, warmup: int) -> list[float]:
@@ -122,8 +129,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             t0 = time.perf_counter()
-            guard = create_guard(name, {"drift": None}, quick=True)
-            guard.fit(splits, seed=0)
+            guard = fit_quick(name, splits)
             fit_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             path = export_onnx(guard, Path(tmp) / f"{name}.onnx")

@@ -20,7 +20,7 @@ examples; no code is shared) splits the work in two:
   :class:`~mmguard.data.preprocessing.Standardizer` fitted on the training split travels
   with the guard), input checks with one-line errors (modality names, shapes, NaN/Inf), the
   not-fitted error, threshold calibration (:meth:`Guard._calibrate`), chunked inference,
-  the torch device, the save layout and :func:`load_guard`;
+  the torch device and numeric precision, the save layout and :func:`load_guard`;
 * **a guard implements hooks on standardised data**: ``_fit`` (train; return a JSON-ready
   report), ``_score`` (raw per-modality failure scores, higher = more likely failing),
   ``_transform`` (corrected standardised tensors), ``_predict`` (predictions), and for
@@ -33,6 +33,19 @@ then ``t`` = the (1 − α) quantile ("higher" interpolation) of the sample maxi
 ``(raw_m − loc_m) / (spread_m · t)``, so a sample is flagged in *some* modality on at most a
 fraction α of the clean validation samples (α = ``config.false_alarm_rate``), each modality's
 scores are on a comparable scale, and 1.0 is the threshold of every modality.
+
+Device and precision (decisions, docs/devices.md): ``device=`` (``auto|cpu|cuda``) is where the
+hooks run — training splits and inference chunks move there, outputs come back on the CPU.
+``precision`` (``fp32`` default, or ``bf16`` via :meth:`Guard.set_precision` / ``create_guard`` /
+``load_guard``) is opt-in mixed precision: ``_fit`` runs inside
+:func:`mmguard.devices.use_precision`, so the training loop autocasts its forward passes, and the
+inference hooks of ``score`` / ``transform`` / ``predict`` run under ``torch.autocast(bfloat16)``.
+Kept in float32 (float64) whatever the precision: the standardiser, the calibration (raw scores of
+clean validation data are always computed in fp32 and the thresholds in float64, so a saved guard
+does not depend on the precision it is used with), the normalisation of scores against the
+threshold, the drift detector (MMD statistics) and adaptation statistics. A guard whose decisions
+are too precision-sensitive declares ``mixed_precision = False`` (EMMA) and then stays fp32 when
+bf16 is asked for.
 
 Save layout of a guard directory (all written atomically, ``guard.json`` last, so a
 directory without it is incomplete and refused)::
@@ -70,7 +83,7 @@ from mmguard.calibration import max_quantile_calibration
 from mmguard.data.model import ModalitySpec, MultimodalBatch
 from mmguard.data.preprocessing import Standardizer
 from mmguard.data.splits import Splits
-from mmguard.devices import resolve_device
+from mmguard.devices import autocast, resolve_device, resolve_precision, use_precision
 from mmguard.errors import CheckpointError, DataError, NotFittedError, SpecError
 from mmguard.io.checkpoint import load_checkpoint, read_json, save_checkpoint, write_json
 from mmguard.seeding import derive_seed
@@ -112,10 +125,13 @@ class Guard:
     needs_target: ClassVar[bool] = False
     #: CI-sized config overrides (few epochs) used by ``--quick`` and the contract test
     quick_config: ClassVar[dict[str, Any]] = {}
+    #: whether ``bf16`` autocast may be used for this guard's training forward passes and inference
+    mixed_precision: ClassVar[bool] = True
 
     def __init__(self, config: GuardConfig | Mapping[str, Any] | None = None, *, device: str = "cpu") -> None:
         self.config = self.validate_config(config)
         self.device = resolve_device(device)
+        self.precision = "fp32"
         self.specs: tuple[ModalitySpec, ...] = ()
         self.standardizer: Standardizer | None = None
         self.calibration: dict[str, torch.Tensor] | None = None
@@ -143,6 +159,14 @@ class Guard:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err.get("loc", ())) or "config"
             raise SpecError(f"guard {cls.name!r}: bad config field {where!r}: {err['msg']}") from None
+
+    def set_precision(self, precision: str) -> Guard:
+        """Use ``fp32`` (default) or ``bf16`` autocast for training forward passes and inference
+        (see the module docstring for what stays float32); a guard with ``mixed_precision = False``
+        stays ``fp32``. ``bf16`` on a GPU without bfloat16 is a one-line error. Returns the guard."""
+        p = resolve_precision(precision, self.device)
+        self.precision = p if self.mixed_precision else "fp32"
+        return self
 
     @classmethod
     def capabilities(cls) -> dict[str, bool]:
@@ -230,7 +254,8 @@ class Guard:
             self.class_prior = (counts.double() / counts.sum()).tolist()
         train, val = st.transform(raw_train), st.transform(raw_val)
         torch.manual_seed(derive_seed(seed, "guard", self.name))  # a safety net; hooks derive their own
-        report = self._fit(train.to(self.device), val.to(self.device), seed=seed, progress=progress)
+        with use_precision(self.precision):
+            report = self._fit(train.to(self.device), val.to(self.device), seed=seed, progress=progress)
         if self.model is None:
             raise RuntimeError(f"guard {self.name!r}: _fit did not set self.model")
         self.model.to(self.device).eval()
@@ -238,7 +263,7 @@ class Guard:
             clean = val.select(~val.mask_or_clean().any(1)) if val.fault_mask is not None else val
             if len(clean) < 2:
                 raise DataError("calibration needs at least 2 clean validation samples")
-            self.calibration = self._calibrate(self._raw_scores(clean))
+            self.calibration = self._calibrate(self._raw_scores(clean, precision="fp32"))
             report = {**report, "calibration": self.calibration_summary()}
         if self.config.drift is not None:
             clean_val = val.select(~val.mask_or_clean().any(1)) if val.fault_mask is not None else val
@@ -309,35 +334,26 @@ class Guard:
     def _prepare(self, batch: MultimodalBatch) -> MultimodalBatch:
         """Check a raw input batch against the fitted modalities and standardise it."""
         self._require()
-        if not isinstance(batch, MultimodalBatch):
-            raise DataError(f"expected a MultimodalBatch, got {type(batch).__name__}")
-        if batch.names != self.names:
-            missing = [n for n in self.names if n not in batch.names]
-            extra = [n for n in batch.names if n not in self.names]
-            detail = f"missing {missing}" if missing else f"unknown {extra}" if extra else "in another order"
-            raise DataError(f"guard {self.name!r} expects modalities {list(self.names)}; got {detail}")
-        for s in self.specs:
-            got = tuple(batch.modalities[s.name].shape[1:])
-            if got != s.shape:
-                raise DataError(f"modality {s.name!r}: expected per-sample shape {s.shape}, got {got}")
-        batch.check_finite(f"guard {self.name!r} input")
+        check_input_batch(batch, self.name, self.specs)
         return (self._adapted or self.standardizer).transform(_as_float32(batch))  # type: ignore[union-attr]
 
-    def _chunked(self, x: MultimodalBatch, fn: Callable[[MultimodalBatch], Any]) -> Any:
-        """Run ``fn`` on device-side chunks of ``x`` and concatenate on CPU (bounded memory)."""
+    def _chunked(self, x: MultimodalBatch, fn: Callable[[MultimodalBatch], Any], *,
+                 precision: str | None = None) -> Any:
+        """Run ``fn`` on device-side chunks of ``x`` under the guard's precision (``precision``
+        overrides it) and concatenate on CPU (bounded memory); floating outputs come back float32."""
         outs = []
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.device, precision or self.precision):
             for i in range(0, len(x), INFERENCE_CHUNK):
                 outs.append(fn(x.select(slice(i, i + INFERENCE_CHUNK)).to(self.device)))
         if not outs:
             raise DataError("empty batch: nothing to score")
         first = outs[0]
         if isinstance(first, dict):
-            return {k: torch.cat([o[k].detach().cpu() for o in outs]) for k in first}
-        return torch.cat([o.detach().cpu() for o in outs])
+            return {k: torch.cat([_cpu32(o[k]) for o in outs]) for k in first}
+        return torch.cat([_cpu32(o) for o in outs])
 
-    def _raw_scores(self, x: MultimodalBatch) -> torch.Tensor:
-        raw = self._chunked(x, self._score)
+    def _raw_scores(self, x: MultimodalBatch, *, precision: str | None = None) -> torch.Tensor:
+        raw = self._chunked(x, self._score, precision=precision)
         if raw.shape != (len(x), len(self.specs)):
             raise RuntimeError(f"guard {self.name!r}: _score returned {tuple(raw.shape)}, "
                                f"expected {(len(x), len(self.specs))}")
@@ -472,9 +488,9 @@ class Guard:
         return d
 
     @classmethod
-    def load(cls, directory: str | Path, *, device: str = "cpu") -> Guard:
+    def load(cls, directory: str | Path, *, device: str = "cpu", precision: str = "fp32") -> Guard:
         """Load a guard directory; ``cls`` must match its kind (or be :class:`Guard` itself)."""
-        guard = load_guard(directory, device=device)
+        guard = load_guard(directory, device=device, precision=precision)
         if cls is not Guard and not isinstance(guard, cls):
             raise CheckpointError(f"{str(directory)!r} holds a {guard.name!r} guard, not {cls.name!r}")
         return guard
@@ -539,6 +555,24 @@ class Guard:
             if s.name == name:
                 return s
         raise SpecError(f"unknown modality {name!r}; the guard has {list(self.names)}")
+
+
+def check_input_batch(batch: MultimodalBatch, kind: str, specs: tuple[ModalitySpec, ...]) -> None:
+    """One-line :class:`DataError` unless ``batch`` has exactly the modalities ``specs`` (names, order,
+    per-sample shapes) and only finite values; ``kind`` names the guard in the message."""
+    names = tuple(s.name for s in specs)
+    if not isinstance(batch, MultimodalBatch):
+        raise DataError(f"expected a MultimodalBatch, got {type(batch).__name__}")
+    if batch.names != names:
+        missing = [n for n in names if n not in batch.names]
+        extra = [n for n in batch.names if n not in names]
+        detail = f"missing {missing}" if missing else f"unknown {extra}" if extra else "in another order"
+        raise DataError(f"guard {kind!r} expects modalities {list(names)}; got {detail}")
+    for s in specs:
+        got = tuple(batch.modalities[s.name].shape[1:])
+        if got != s.shape:
+            raise DataError(f"modality {s.name!r}: expected per-sample shape {s.shape}, got {got}")
+    batch.check_finite(f"guard {kind!r} input")
 
 
 class CalibratedScores(nn.Module):
@@ -709,13 +743,14 @@ def get_guard(name: str) -> type[Guard]:
 
 
 def create_guard(name: str, config: GuardConfig | Mapping[str, Any] | None = None, *,
-                 device: str = "cpu", quick: bool = False) -> Guard:
-    """An unfitted guard ``name``; ``quick`` merges the class's ``quick_config`` under ``config``."""
+                 device: str = "cpu", quick: bool = False, precision: str = "fp32") -> Guard:
+    """An unfitted guard ``name``; ``quick`` merges the class's ``quick_config`` under ``config``;
+    ``precision``: see :meth:`Guard.set_precision`."""
     cls = get_guard(name)
     if quick:
         base = cls.validate_config(cls.quick_config).model_dump()
         config = _deep_merge(base, dict(config or {}) if not isinstance(config, BaseModel) else config.model_dump())
-    return cls(config, device=device)
+    return cls(config, device=device).set_precision(precision)
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -725,8 +760,9 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
-def load_guard(directory: str | Path, *, device: str = "cpu") -> Guard:
-    """Open a guard directory written by :meth:`Guard.save` (safe on untrusted files)."""
+def load_guard(directory: str | Path, *, device: str = "cpu", precision: str = "fp32") -> Guard:
+    """Open a guard directory written by :meth:`Guard.save` (safe on untrusted files); ``precision``:
+    see :meth:`Guard.set_precision`."""
     d = Path(directory)
     if not d.is_dir():
         raise CheckpointError(f"guard directory {str(d)!r} does not exist")
@@ -747,13 +783,21 @@ def load_guard(directory: str | Path, *, device: str = "cpu") -> Guard:
     except SpecError as exc:
         raise CheckpointError(f"{str(d)!r}: {exc}") from None
     guard._load_from(d, meta, tensors)
-    return guard
+    return guard.set_precision(precision)
 
 
 def _as_float32(batch: MultimodalBatch) -> MultimodalBatch:
     """Floating modalities as float32 (the precision every guard computes in); others unchanged."""
     changed = {n: v.float() for n, v in batch.modalities.items() if v.is_floating_point() and v.dtype != torch.float32}
     return batch.with_modalities(changed) if changed else batch
+
+
+def _cpu32(t: torch.Tensor) -> torch.Tensor:
+    """An inference output on the CPU; reduced-precision floats (bf16 autocast) as float32."""
+    t = t.detach()
+    if t.dtype in (torch.bfloat16, torch.float16):
+        t = t.float()
+    return t.cpu()
 
 
 def _versions() -> dict[str, str]:

@@ -247,3 +247,29 @@ def test_queue_limit_and_close_drain() -> None:
 
     results, ready = asyncio.run(main())
     assert sorted(map(str, results)) == ["503", "[2.0]", "[4.0]"] and not ready
+
+
+def test_a_closed_batcher_starts_again_with_a_new_thread() -> None:
+    """The app's lifespan may run more than once (a test client entered twice, schemathesis per test)."""
+    async def cycle(b: MicroBatcher) -> list[float]:
+        await b.start()
+        async with b.slot():
+            out = (await b.submit("double", vec([1, 2]))).tolist()
+        await b.close(1.0)
+        return out
+
+    b = MicroBatcher({"double": doubled_unless_13}, queue_limit=2, max_samples=100, max_wait_s=0.0)
+    assert asyncio.run(cycle(b)) == [2, 4]
+    assert asyncio.run(cycle(b)) == [2, 4] and not b.ready
+
+
+def test_the_app_serves_again_after_its_lifespan_ran_once(vector: Fitted) -> None:
+    from serve_testutil import TestClient, settings
+
+    from mmguard.serve.app import create_app
+
+    app = create_app(vector.directory, settings())
+    body = json_body(rows(vector.splits.test, 0, 3))
+    for _ in range(2):
+        with TestClient(app) as c:
+            assert c.post("/v1/score", json=body).status_code == 200

@@ -47,6 +47,7 @@ def bench_command(
     drift_config: Path | None = typer.Option(None, "--drift-config", help="Drift: settings (window, chunk, "
                                              "id_streams, detector: {...}), JSON or YAML."),
     device: str = opt.DEVICE,
+    precision: str = opt.PRECISION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Fit each guard per seed on the same splits, evaluate all on the same faulty batches, report."""
@@ -55,6 +56,7 @@ def bench_command(
     from mmguard.experiments.harness import BenchConfig, run_bench
     from mmguard.faults import load_spec
 
+    opt.check_device(device, precision)
     names = [g.strip() for g in guards.split(",") if g.strip()]
     tasks = [t.strip() for t in (downstream or "").split(",") if t.strip()]
     data = opt.with_twin_tasks(data, tasks)
@@ -88,7 +90,7 @@ def bench_command(
                           families=not no_families, severity_sweep=not no_sweep, faults=specs,
                           reference=reference, downstream=tasks,
                           downstream_config=opt.read_config_file(downstream_config) or {}, quick=quick, device=device,
-                          drift=drift)
+                          precision=precision.strip().lower(), drift=drift)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise SpecError(f"invalid bench option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None

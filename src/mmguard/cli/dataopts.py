@@ -23,6 +23,16 @@ TEST_GROUPS = typer.Option(None, "--test-groups", help="Explicit test groups, e.
 ID_TEST = typer.Option(0.0, "--id-test", help="With explicit groups: this fraction of the training groups' "
                                             "samples joins the test split as its in-distribution part.")
 DEVICE = typer.Option("cpu", "--device", help="auto, cpu or cuda.")
+PRECISION = typer.Option("fp32", "--precision", help="fp32 (default) or bf16: bfloat16 autocast of the forward "
+                                                     "passes in training and inference (docs/devices.md).")
+
+
+def check_device(device: str, precision: str = "fp32") -> None:
+    """Fail before any work (one line, exit 2) on an unknown or unavailable device or precision."""
+    from mmguard.devices import resolve_device, resolve_precision
+
+    resolve_device(device)
+    resolve_precision(precision, device)
 
 
 def parse_groups(text: str | None, option: str) -> list[float] | None:

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from mmguard.cli import dataopts as opt
 from mmguard.cli.common import print_json
 from mmguard.errors import SpecError
 
@@ -64,6 +65,7 @@ def run_command(
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Maximum epochs per stage (default 35)."),
     anneal: str | None = typer.Option(None, "--anneal", help="off, on, or compare (chapter 8 schedule)."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads."),
+    device: str = opt.DEVICE,
     train_noise: str | None = typer.Option(
         None, "--train-noise", help="fixed (one corruption draw, thesis) or resampled (new draw per epoch)."
     ),
@@ -80,6 +82,7 @@ def run_command(
     """Train base/without/with models over seeds and the grid; select on validation; report on test."""
     from mmguard.experiments.emma.run import run_emma
 
+    opt.check_device(device)
     n = seeds if seeds is not None else (2 if quick else 5)
     cfg = _config(
         quick,
@@ -91,6 +94,7 @@ def run_command(
         epochs=epochs,
         anneal=anneal,
         threads=threads,
+        device=device.strip().lower(),
         train_noise=train_noise,
         sigma_range=_parse_range(sigma_range),
     )

@@ -38,6 +38,7 @@ def fit_command(
     val_groups: str | None = opt.VAL_GROUPS,
     test_groups: str | None = opt.TEST_GROUPS,
     device: str = opt.DEVICE,
+    precision: str = opt.PRECISION,
     force: bool = typer.Option(False, "--force", help="Replace a guard fitted with other settings in --out."),
     seed: int = SEED_OPTION,
     json_out: bool = JSON_OPTION,
@@ -53,7 +54,8 @@ def fit_command(
 
     if out.exists() and not out.is_dir():
         raise SpecError(f"--out {str(out)!r} is a file; give a directory")
-    g = create_guard(guard, opt.read_config_file(config), device=device, quick=quick)
+    opt.check_device(device, precision)
+    g = create_guard(guard, opt.read_config_file(config), device=device, quick=quick, precision=precision)
     batch = opt.load_data(data, modalities, data_dir, seed)
     splits = opt.split_data(batch, split_by, train_groups, val_groups, test_groups, seed)
     identity = fingerprint({"guard": guard, "config": g.config.model_dump(mode="json"), "seed": seed,
@@ -90,6 +92,7 @@ def score_command(
     data_dir: Path | None = opt.DATA_DIR,
     out: Path | None = typer.Option(None, "--out", help="Write per-sample scores and flags (.csv or .npz)."),
     device: str = opt.DEVICE,
+    precision: str = opt.PRECISION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Score every sample of a dataset: per-modality scores (1.0 = threshold) and flags."""
@@ -99,7 +102,8 @@ def score_command(
 
     if out is not None and out.suffix.lower() not in (".csv", ".npz"):
         raise SpecError(f"--out must end in .csv or .npz, got {str(out)!r}")
-    g = load_guard(guard_dir, device=device)
+    opt.check_device(device, precision)
+    g = load_guard(guard_dir, device=device, precision=precision)
     batch = opt.load_data(data, modalities, data_dir)
     scores = g.score(batch)
     flags = scores > 1.0
@@ -141,6 +145,7 @@ def transform_command(
     modalities: Path | None = opt.MAPPING,
     data_dir: Path | None = opt.DATA_DIR,
     device: str = opt.DEVICE,
+    precision: str = opt.PRECISION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Correct a dataset with a guard and write it with the same modalities, shapes and units."""
@@ -151,7 +156,8 @@ def transform_command(
         raise SpecError(f"--out must end in .h5, .hdf5 or .npz, got {str(out)!r}")
     if out.is_dir():
         raise SpecError(f"--out {str(out)!r} is a directory")
-    g = load_guard(guard_dir, device=device)
+    opt.check_device(device, precision)
+    g = load_guard(guard_dir, device=device, precision=precision)
     batch = opt.load_data(data, modalities, data_dir)
     fixed = g.transform(batch)
     fixed.check_finite("transformed data")

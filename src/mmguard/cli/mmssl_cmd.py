@@ -8,6 +8,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from mmguard.cli import dataopts as opt
 from mmguard.cli.common import print_json
 from mmguard.errors import SpecError
 
@@ -82,11 +83,14 @@ def run_command(
         None, "--optimizer", help="Stage-2 optimizer: sgd (default) or adam."
     ),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads."),
+    device: str = opt.DEVICE,
+    precision: str = opt.PRECISION,
     json_out: bool = typer.Option(False, "--json", help="Print the headline metrics as JSON."),
 ) -> None:
     """Stage 1 (MMAE), DAE baseline, stage 2 (compute block + ablations) over seeds; report on test."""
     from mmguard.experiments.mmssl.run import run_mmssl
 
+    opt.check_device(device, precision)
     if not data.is_file():
         raise SpecError(f"--data {str(data)!r}: no such file")
     n = seeds if seeds is not None else (2 if quick else 5)
@@ -102,6 +106,8 @@ def run_command(
         max_episodes=episodes,
         analysis=analysis,
         threads=threads,
+        device=device.strip().lower(),
+        precision=precision.strip().lower(),
     )
     if out.exists() and not out.is_dir():
         raise SpecError(f"--out {str(out)!r} exists and is not a directory")

@@ -218,15 +218,18 @@ class MultimodalBatch:
         return self.names.index(self.spec(name).name)
 
     def mask_or_clean(self) -> torch.Tensor:
-        """The fault mask, or an all-False mask for a clean batch."""
+        """The fault mask, or an all-False mask (on the batch's device) for a clean batch."""
         if self.fault_mask is None:
-            return torch.zeros(len(self), self.num_modalities, dtype=torch.bool)
+            return torch.zeros(len(self), self.num_modalities, dtype=torch.bool, device=self._device())
         return self.fault_mask
 
     def codes_or_clean(self) -> torch.Tensor:
         if self.fault_codes is None:
-            return torch.full((len(self), self.num_modalities), -1, dtype=torch.long)
+            return torch.full((len(self), self.num_modalities), -1, dtype=torch.long, device=self._device())
         return self.fault_codes
+
+    def _device(self) -> torch.device:
+        return next(iter(self.modalities.values())).device
 
     def fault_type_of(self, sample: int, modality: str) -> str | None:
         """Name of the fault applied to (sample, modality), or None if clean."""

@@ -16,6 +16,10 @@ likely failing), calibrated by the base class on clean validation data; **predic
 class prediction of the gated network (eq. 5.5 → step 5). EMMA does not correct inputs
 (it attends away from them), so it has no ``transform``; :meth:`EmmaGuard.explain` returns
 every interpretable quantity (Ψ, e, E, α, β).
+
+Precision (docs/devices.md): EMMA always computes in float32 (``mixed_precision = False``) — its
+networks are tiny, and both its flag (Ψ against the training minimum) and its binary prediction
+(logit against a threshold) are comparisons that bf16 rounding would move.
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ class EmmaGuard(Guard):
     modality_kinds = frozenset({"vector", "image", "timeseries"})
     min_modalities = 2
     needs_target = True
+    mixed_precision = False
 
     def __init__(self, config: EmmaGuardConfig | dict[str, Any] | None = None, *, device: str = "cpu") -> None:
         super().__init__(config, device=device)
@@ -113,7 +118,8 @@ class EmmaGuard(Guard):
         daes = train_daes(clean_tr, seeds, m, hidden=cfg.dae_hidden, epochs=cfg.dae_epochs,
                           batch_size=cfg.dae_batch_size, sigma=cfg.dae_sigma)
         in_features = sum(s.size for s in self.specs)
-        base = MLPClassifier(EnsembleMLP(seeds, mlp_sizes(in_features, cfg.mmn_hidden, self.num_classes)), m)
+        base = MLPClassifier(EnsembleMLP(seeds, mlp_sizes(in_features, cfg.mmn_hidden, self.num_classes)),
+                             m).to(self.device)
         base_res = train_classifier(base, clean_tr, clean_va, member_stream=one, stream_seeds=seeds,
                                     weights=weights, settings=stage)
         hyper = EmmaHyper(rho=torch.tensor([cfg.rho]), lambda_c=torch.tensor([cfg.lambda_c]),
@@ -126,7 +132,8 @@ class EmmaGuard(Guard):
         if self.num_classes == 2:
             with torch.no_grad():
                 logits, _ = net([noisy_va[f"m{i}"] for i in range(m)])
-            self.threshold = float(select_thresholds(logits.squeeze(-1), noisy_va["y"][0], cfg.threshold_rule)[0])
+            self.threshold = float(select_thresholds(logits.squeeze(-1).cpu(), noisy_va["y"][0].cpu(),
+                                                     cfg.threshold_rule)[0])
         return {
             "base_best_epoch": int(base_res.best_epoch[0]),
             "best_epoch": int(res.best_epoch[0]),

@@ -33,8 +33,9 @@ class ConcatPredictor(nn.Module):
 
 
 def select_dae(dae: TiedDAE, index: torch.Tensor) -> TiedDAE:
-    """A frozen copy of ``dae`` holding members ``index`` (maps seeds → grid members)."""
-    out = TiedDAE([0] * len(index), dae.W.shape[2], dae.W.shape[1])
+    """A frozen copy of ``dae`` holding members ``index`` (maps seeds → grid members), on ``dae``'s device."""
+    out = TiedDAE([0] * len(index), dae.W.shape[2], dae.W.shape[1]).to(dae.W.device)
+    index = index.to(dae.W.device)
     with torch.no_grad():
         out.W.copy_(dae.W[index])
         out.b_f.copy_(dae.b_f[index])

@@ -87,19 +87,23 @@ def fit_dae(
     is eq. 4.1, ``||r(x~) - x||^2`` summed over features, averaged over the batch, summed
     over members (members stay independent). Afterwards ``psi_min`` is set to each member's
     minimum potential over ``data`` (eq. 5.3). Returns the mean loss per epoch.
+
+    Runs on ``data``'s device (``dae`` must be there); orders and noise are drawn on the CPU and
+    moved, so every device sees the same draws. Always float32: the tied DAEs are tiny and their
+    potentials are compared with ``psi_min`` (docs/devices.md).
     """
     g_count = dae.ensemble_size
     if data.ndim == 2:
         data = data.unsqueeze(0).expand(g_count, -1, -1)
-    n = data.shape[1]
+    n, device = data.shape[1], data.device
     gens = [member_generator(s, stream) for s in seeds]
     opt = torch.optim.Adam(dae.parameters(), lr=lr)
     history = []
-    ar = torch.arange(g_count).unsqueeze(1)
+    ar = torch.arange(g_count, device=device).unsqueeze(1)
     for _ in range(epochs):
-        orders = torch.stack([torch.randperm(n, generator=g) for g in gens])  # (G, N)
-        noise = torch.stack([torch.randn(n, data.shape[2], generator=g) for g in gens]) * sigma
-        total = 0.0
+        orders = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)  # (G, N)
+        noise = (torch.stack([torch.randn(n, data.shape[2], generator=g) for g in gens]) * sigma).to(device)
+        total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per step
         for start in range(0, n, batch_size):
             idx = orders[:, start : start + batch_size]
             x = data[ar, idx]
@@ -108,8 +112,8 @@ def fit_dae(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item() * idx.shape[1]
-        history.append(total / (n * g_count))
+            total += loss.detach().double() * idx.shape[1]
+        history.append(float(total) / (n * g_count))
     with torch.no_grad():
         dae.psi_min.copy_(dae.potential(data).amin(dim=1))
     return history

@@ -9,10 +9,15 @@ Data are *stream dicts*: ``{"m0": (S, N, *shape_0), ..., "y": (S, N), "mask": (S
 * model-without — base-model fine-tuned on the corrupted mix (data augmentation);
 * model-with — EMMA + the MMN (initialised from base-model) trained end to end on the
   corrupted mix with eq. 5.10, optionally with the chapter-8 annealing schedule.
+
+Device: stages run where their stream dicts live; modules are initialised on the CPU (the same
+numbers on every device) and moved there (:func:`module_device`). :func:`predict` takes streams on
+any device and returns CPU tensors.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +33,15 @@ from mmguard.train.ensemble import EnsembleMLP
 from mmguard.train.loop import TrainResult, train_ensemble
 
 Streams = dict[str, torch.Tensor]
+#: EMMA always trains in float32 (docs/devices.md): its networks are tiny (a GPU step is launch-bound,
+#: bf16 saves nothing) and eq. 5.3 compares potentials with training minima, eq. 5.5 thresholds them.
+EMMA_PRECISION = "fp32"
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (CPU for an empty module)."""
+    first = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 def modality_keys(num_modalities: int) -> list[str]:
@@ -114,7 +128,7 @@ def train_daes(
         data = torch.cat(
             [flat[i].expand(s_count, -1, -1) if flat[i].shape[0] == 1 else flat[i] for i in mods]
         )
-        dae = TiedDAE(member_seeds, size, hidden, stream=11)
+        dae = TiedDAE(member_seeds, size, hidden, stream=11).to(data.device)
         fit_dae(dae, data, member_seeds, epochs=epochs, batch_size=batch_size, sigma=sigma, lr=lr, stream=21)
         for j, i in enumerate(mods):
             out[i] = select_dae(dae, torch.arange(j * s_count, (j + 1) * s_count))
@@ -146,7 +160,7 @@ def train_classifier(
 
     ``refresh(epoch)``, when given, runs at the start of every epoch (e.g. a new corruption draw).
     """
-    loss = classifier_loss(weights, model.num_modalities)
+    loss = classifier_loss(weights.to(module_device(model)), model.num_modalities)
     return train_ensemble(
         model,
         loss,
@@ -160,6 +174,7 @@ def train_classifier(
         on_epoch_start=refresh,
         patience=settings.patience,
         progress=progress,
+        precision=EMMA_PRECISION,
     )
 
 
@@ -169,7 +184,7 @@ def copy_members(dst: nn.Module, src: nn.Module, index: torch.Tensor) -> None:
         for (kd, vd), (ks, vs) in zip(dst.state_dict().items(), src.state_dict().items(), strict=True):
             if kd != ks:
                 raise ValueError(f"parameter mismatch {kd} vs {ks}")
-            vd.copy_(vs[index])
+            vd.copy_(vs[index.to(vs.device)])
 
 
 @dataclass(frozen=True)
@@ -205,7 +220,9 @@ def build_emma(
     *,
     neutral_start: bool = False,
 ) -> EmmaNetwork:
-    """EMMA + MMN for G members; member g uses the DAEs and base weights of seed member_seed_index[g]."""
+    """EMMA + MMN for G members; member g uses the DAEs and base weights of seed member_seed_index[g].
+
+    Built on the CPU, returned on ``base``'s device (``rho`` may live on either)."""
     g = int(member_seed_index.numel())
     m = len(daes)
     attention = EmmaAttention(g, m, rho)
@@ -215,7 +232,7 @@ def build_emma(
         with torch.no_grad():
             mlp.layers[0].weight.div_(math.tanh(1.0 / m))
     net = EmmaNetwork([select_dae(d, member_seed_index) for d in daes], attention, ConcatPredictor(mlp))
-    return net
+    return net.to(module_device(base))
 
 
 def train_with(
@@ -238,6 +255,9 @@ def train_with(
     """
     m = net.attention.num_modalities
     att = net.attention
+    device = module_device(net)
+    weights = weights.to(device)
+    hyper = EmmaHyper(rho=hyper.rho.to(device), lambda_c=hyper.lambda_c.to(device), lambda_e=hyper.lambda_e.to(device))
 
     def loss(model: nn.Module, batch: Streams) -> torch.Tensor:
         logits, out = model(inputs_of(batch, m))
@@ -292,6 +312,7 @@ def train_with(
         patience=settings.patience,
         parameters=[p for p in net.parameters() if p.requires_grad],
         progress=progress_cb,
+        precision=EMMA_PRECISION,
     )
 
 
@@ -299,12 +320,16 @@ def train_with(
 def predict(
     model: nn.Module, data: Streams, member_stream: torch.Tensor, num_modalities: int, chunk: int = 4096
 ) -> dict[str, torch.Tensor]:
-    """Logits (and for EMMA: alpha, beta, modal and total energies) for every member on full streams."""
+    """Logits (and for EMMA: alpha, beta, modal and total energies) for every member on full streams.
+
+    ``data`` may live on any device: each chunk is moved to the model's device; results are on the CPU."""
     model.eval()
+    device = module_device(model)
     n = data["m0"].shape[1]
     outs: dict[str, list[torch.Tensor]] = {}
     for start in range(0, n, chunk):
-        xs = [data[k][member_stream, start : start + chunk] for k in modality_keys(num_modalities)]
+        xs = [data[k][member_stream.to(data[k].device), start : start + chunk].to(device)
+              for k in modality_keys(num_modalities)]
         res = model(xs)
         if isinstance(res, tuple):
             logits, att = res
@@ -319,5 +344,5 @@ def predict(
         else:
             parts = {"logits": res}
         for k, v in parts.items():
-            outs.setdefault(k, []).append(v)
+            outs.setdefault(k, []).append(v.cpu())
     return {k: torch.cat(v, dim=1) for k, v in outs.items()}

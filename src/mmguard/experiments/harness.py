@@ -87,6 +87,8 @@ class BenchConfig(BaseModel):
     downstream_config: dict[str, Any] = Field(default_factory=dict)
     quick: bool = False
     device: Literal["auto", "cpu", "cuda"] = "cpu"
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast forward passes of every "
+                                               "guard's training and inference (docs/devices.md)")
     drift: DriftSettings | None = Field(None, description="drift detection and test-time adaptation "
                                         "(experiments/drift_eval.py)")
 
@@ -137,7 +139,7 @@ def run_unit(cfg: BenchConfig, name: str, seed: int, splits: Splits, conds: dict
              st: Standardizer, guard_dir: Path, downstream: dict[str, Any] | None = None,
              streams: dict[str, Stream] | None = None) -> dict[str, Any]:
     """Fit one guard with one seed, save it, and evaluate it on every condition (plain floats)."""
-    guard = create_guard(name, guard_config(cfg, name), device=cfg.device, quick=cfg.quick)
+    guard = create_guard(name, guard_config(cfg, name), device=cfg.device, quick=cfg.quick, precision=cfg.precision)
     t0 = time.perf_counter()
     report = guard.fit(splits, seed=seed)
     fit_s = time.perf_counter() - t0
@@ -234,7 +236,7 @@ def run_bench(cfg: BenchConfig, splits: Splits, out_dir: str | Path, *, log: Log
     for raw in cfg.faults:  # a user spec naming an unknown modality fails before anything is written
         apply_faults(splits.test.select(slice(0, 2)), load_spec(raw), seed=0)
     cfg = cfg.model_copy(update={"data": {**cfg.data, "content": data_fingerprint(splits, st)}})
-    store = RunUnits(out, cfg.model_dump(mode="json", exclude={"device"}), method="bench")
+    store = RunUnits(out, cfg.model_dump(mode="json", exclude={"device", "precision"}), method="bench")
     write_json(out / "config.json", {"method": "bench", **cfg.model_dump(mode="json")})
     test_std = st.transform(splits.test)
     log(f"data: {splits.sizes()} samples (train/val/test); modalities "

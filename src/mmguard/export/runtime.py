@@ -22,7 +22,7 @@ import torch
 from mmguard.data.model import ModalitySpec, MultimodalBatch
 from mmguard.errors import CheckpointError, DataError, SpecError
 from mmguard.export.onnx import EXPORT_FORMAT, export_onnx, require_export_extra
-from mmguard.guard import INFERENCE_CHUNK, Guard
+from mmguard.guard import INFERENCE_CHUNK, Guard, check_input_batch
 
 
 class OnnxGuard:
@@ -107,18 +107,7 @@ class OnnxGuard:
 
     def _prepare(self, batch: MultimodalBatch) -> dict[str, np.ndarray]:
         """The checks of :meth:`mmguard.guard.Guard._prepare`; float32 arrays per modality."""
-        if not isinstance(batch, MultimodalBatch):
-            raise DataError(f"expected a MultimodalBatch, got {type(batch).__name__}")
-        if batch.names != self.names:
-            missing = [n for n in self.names if n not in batch.names]
-            extra = [n for n in batch.names if n not in self.names]
-            detail = f"missing {missing}" if missing else f"unknown {extra}" if extra else "in another order"
-            raise DataError(f"guard {self.name!r} expects modalities {list(self.names)}; got {detail}")
-        for s in self.specs:
-            got = tuple(batch.modalities[s.name].shape[1:])
-            if got != s.shape:
-                raise DataError(f"modality {s.name!r}: expected per-sample shape {s.shape}, got {got}")
-        batch.check_finite(f"guard {self.name!r} input")
+        check_input_batch(batch, self.name, self.specs)
         if len(batch) == 0:
             raise DataError("empty batch: nothing to score")
         return {n: np.ascontiguousarray(batch.modalities[n].detach().cpu().to(torch.float32).numpy())

@@ -30,8 +30,9 @@ from torch import nn
 
 
 def member_grad_sq_norm(params: Sequence[nn.Parameter], members: int) -> torch.Tensor:
-    """Σ over the given parameters of ||grad[g]||², per member (G,), in float64."""
-    total = torch.zeros(members, dtype=torch.float64)
+    """Σ over the given parameters of ||grad[g]||², per member (G,), in float64, on the parameters' device."""
+    device = params[0].device if len(params) else torch.device("cpu")
+    total = torch.zeros(members, dtype=torch.float64, device=device)
     for p in params:
         if p.grad is not None:
             total += p.grad.detach().double().pow(2).reshape(members, -1).sum(1)
@@ -41,7 +42,7 @@ def member_grad_sq_norm(params: Sequence[nn.Parameter], members: int) -> torch.T
 def _scale(params: Sequence[nn.Parameter], factor: torch.Tensor) -> None:
     for p in params:
         if p.grad is not None:
-            p.grad.mul_(factor.to(p.grad.dtype).view(-1, *([1] * (p.grad.ndim - 1))))
+            p.grad.mul_(factor.to(device=p.grad.device, dtype=p.grad.dtype).view(-1, *([1] * (p.grad.ndim - 1))))
 
 
 @torch.no_grad()
@@ -57,6 +58,9 @@ def modulate_gradients(
     """Apply steps 1-3 in place; returns per-member norms (before, after renormalization, final)."""
     members = gamma.shape[0]
     everything = [*amplified, *clipped, *others]
+    if everything:  # per-member settings on the parameters' device (a no-op where they already are)
+        dev = everything[0].device
+        gamma, renormalize, clip_tau = gamma.to(dev), renormalize.to(dev), clip_tau.to(dev)
     before = member_grad_sq_norm(everything, members).sqrt()
     _scale(amplified, gamma.double())
     amplified_norm = member_grad_sq_norm(everything, members).sqrt()

@@ -10,6 +10,10 @@ the calibrated gates. :meth:`MmsslModels.outputs` runs every model on a standard
 3. decode ẑ with the stage-1 decoders.
 
 Saved as ``DIR/{mmae,dae,compute}/`` (weights.safetensors + config.json, no pickle).
+
+Device: the models may live on any device (:meth:`MmsslModels.to`); :meth:`MmsslModels.detect`
+and :meth:`MmsslModels.outputs` take inputs on any device, compute on the models' device in
+float32 and return CPU tensors. The gate thresholds are kept on the CPU.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from mmguard.mmssl.autoencoder import MultimodalAutoencoder
 from mmguard.mmssl.compute import ComputeBlock
 from mmguard.mmssl.config import AutoencoderConfig, ComputeConfig
 from mmguard.mmssl.gate import route, sample_scores
-from mmguard.mmssl.stages import CHUNK, VARIANTS, ComputeResult, LatentScale, decode, encode
+from mmguard.mmssl.stages import CHUNK, VARIANTS, ComputeResult, LatentScale, decode, encode, module_device
 
 
 def model_name(variant: str) -> str:
@@ -78,9 +82,30 @@ class MmsslModels:
     def full(self) -> int:
         return self.variants.index("full")
 
+    @property
+    def device(self) -> torch.device:
+        return module_device(self.mmae)
+
+    def to(self, device: torch.device | str) -> MmsslModels:
+        """Move the networks and the latent scale to ``device`` (in place); returns self."""
+        self.mmae.to(device)
+        if self.dae is not None:
+            self.dae.to(device)
+        self.block.to(device)
+        self.scale = LatentScale(mean=self.scale.mean.to(device), std=self.scale.std.to(device))
+        return self
+
+    def _inputs(self, xs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        dev = self.device
+        return {k: v.to(dev) for k, v in xs.items()}
+
     @torch.no_grad()
     def detect(self, xs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Latent z (N, d), per-modality scores (G, N, M) and corrected latents (G, N, d)."""
+        """Latent z (N, d), per-modality scores (G, N, M) and corrected latents (G, N, d), on the CPU."""
+        z, scores, corr = self._detect(self._inputs(xs))
+        return z.cpu(), scores.cpu(), corr.cpu()
+
+    def _detect(self, xs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z = encode(self.mmae, xs)
         g = len(self.variants)
         u = self.scale.to_unit(z)
@@ -101,8 +126,9 @@ class MmsslModels:
         by the true fault mask). Detection results: ``scores`` (N, M) and ``sample_score`` (N,)
         of the full model, ``flagged`` (G, N) per member.
         """
-        z, scores, corr = self.detect(xs)
-        flagged = sample_scores(scores) > self.thresholds.unsqueeze(1)
+        xs = self._inputs(xs)
+        z, scores, corr = self._detect(xs)
+        flagged = sample_scores(scores) > self.thresholds.to(z.device).unsqueeze(1)
         out: dict[str, dict[str, torch.Tensor]] = {"mmae": decode(self.mmae, z)}
         if self.dae is not None:
             out["dae"] = {n: v for n, v in _recon(self.dae, xs).items()}
@@ -111,9 +137,9 @@ class MmsslModels:
         f = self.full
         out["mmssl_no_routing"] = decode(self.mmae, corr[f])
         if oracle is not None:
-            out["mmssl_oracle_routing"] = decode(self.mmae, route(z, corr[f], oracle.to(torch.bool)))
+            out["mmssl_oracle_routing"] = decode(self.mmae, route(z, corr[f], oracle.to(z.device, torch.bool)))
         det = {"scores": scores[f], "sample_score": sample_scores(scores[f]), "flagged": flagged}
-        return out, det
+        return {m: {n: v.cpu() for n, v in r.items()} for m, r in out.items()}, {k: v.cpu() for k, v in det.items()}
 
     # -------------------------------------------------------------- persistence
     def save(self, directory: str | Path, specs: tuple[ModalitySpec, ...]) -> None:

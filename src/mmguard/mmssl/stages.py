@@ -8,6 +8,13 @@
 * :func:`train_compute_block` — stage 2 with the stage-1 autoencoder frozen: the detector,
   the corrector, and every ablation train as members of one batched ensemble on latents
   encoded once (``corruption_draws`` corrupted draws of the training split, cycled per epoch).
+
+Device: stage 1 runs on ``device`` (default: where the training split lives), stage 2 where the
+autoencoder lives; each split is moved there once and corrupted there (fault draws come from CPU
+generators, so every device sees the same faults). Modules are initialised on the CPU and moved,
+so a seed gives the same initial weights on every device. Precision: the forward passes of both
+stages follow :func:`mmguard.devices.use_precision` (the loop autocasts them); encoding the latents,
+the latent scale and the gate calibration always run in float32 (docs/devices.md).
 """
 
 from __future__ import annotations
@@ -46,9 +53,15 @@ def _stream(batch: MultimodalBatch, prefix: str = "") -> dict[str, torch.Tensor]
     return {prefix + n: batch.modalities[n].unsqueeze(0) for n in batch.names}
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter (CPU for a module without parameters)."""
+    first = next(module.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
+
+
 @torch.no_grad()
 def encode(ae: MultimodalAutoencoder, xs: Mapping[str, torch.Tensor], chunk: int = CHUNK) -> torch.Tensor:
-    """Joint latents (N, d) in chunks (bounded memory), eval mode."""
+    """Joint latents (N, d) in chunks (bounded memory), eval mode, on the device of ``xs``."""
     ae.eval()
     n = next(iter(xs.values())).shape[0]
     return torch.cat([ae.encode({k: v[i : i + chunk] for k, v in xs.items()}) for i in range(0, n, chunk)])
@@ -69,10 +82,15 @@ def train_autoencoder(
     seed: int,
     denoise_spec: FaultSpec | None = None,
     progress: Callable[[int, torch.Tensor], None] | None = None,
+    device: torch.device | str | None = None,
 ) -> tuple[MultimodalAutoencoder, TrainResult]:
-    """Stage 1 (``denoise_spec=None``: MMAE) or the DAE baseline (inputs corrupted by the spec)."""
+    """Stage 1 (``denoise_spec=None``: MMAE) or the DAE baseline (inputs corrupted by the spec).
+
+    Trains on ``device`` (None: where ``train`` lives) and returns the autoencoder there."""
+    dev = torch.device(device) if device is not None else next(iter(train.modalities.values())).device
+    train, val = train.to(dev), val.to(dev)
     torch.manual_seed(derive_seed(seed, "mmssl", "ae-init", denoise_spec is not None))
-    ae = MultimodalAutoencoder(train.specs, cfg)
+    ae = MultimodalAutoencoder(train.specs, cfg).to(dev)
     names = train.names
     data = _stream(train)
     val_data = _stream(val)
@@ -91,7 +109,7 @@ def train_autoencoder(
     def val_fn(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         xs = inputs(batch)
         n = next(iter(xs.values())).shape[0]
-        total = torch.zeros(())
+        total = torch.zeros((), device=dev)
         for i in range(0, n, CHUNK):
             recon = model.ae({k: v[i : i + CHUNK] for k, v in xs.items()})
             total = total + sum(
@@ -112,7 +130,7 @@ def train_autoencoder(
         loss_fn,
         data,
         val_data,
-        member_stream=torch.zeros(1, dtype=torch.long),
+        member_stream=torch.zeros(1, dtype=torch.long, device=dev),
         stream_seeds=[derive_seed(seed, "ae-order")],
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
@@ -186,10 +204,14 @@ def train_compute_block(
     variants: Sequence[str] = VARIANTS,
     progress: Callable[[int, torch.Tensor], None] | None = None,
 ) -> ComputeResult:
-    """Stage 2: encode clean + corrupted latents once, train all variants as one ensemble, calibrate gates."""
+    """Stage 2: encode clean + corrupted latents once, train all variants as one ensemble, calibrate gates.
+
+    Runs on ``ae``'s device; the returned gate thresholds are CPU tensors."""
     variants = tuple(variants)
     g = len(variants)
     m = train.num_modalities
+    dev = module_device(ae)
+    train, val = train.to(dev), val.to(dev)
     z_clean = encode(ae, train.modalities)
     scale = LatentScale(mean=z_clean.mean(0), std=z_clean.std().clamp_min(1e-6))
     draws_z, draws_mask = [], []
@@ -201,7 +223,7 @@ def train_compute_block(
     zc_val = scale.to_unit(encode(ae, val.modalities))
     zf_val = scale.to_unit(encode(ae, val_faulty.modalities))
     zc = scale.to_unit(z_clean)
-    rows = torch.arange(len(train))
+    rows = torch.arange(len(train), device=dev)
     data = {
         "z": zc.unsqueeze(0),
         "zf": draws_z[0].unsqueeze(0),
@@ -213,9 +235,9 @@ def train_compute_block(
         "z": zc_val.unsqueeze(0),
         "zf": zf_val.unsqueeze(0),
         "mask": val_faulty.mask_or_clean().float().unsqueeze(0),
-        "row": torch.arange(len(val)).unsqueeze(0),
+        "row": torch.arange(len(val), device=dev).unsqueeze(0),
     }
-    settings = variant_settings(variants, cfg)
+    settings = {k: v.to(dev) for k, v in variant_settings(variants, cfg).items()}
     block = ComputeBlock(
         [derive_seed(seed, "compute")] * g,
         ae.latent_dim,
@@ -225,8 +247,8 @@ def train_compute_block(
         corrector_hidden=cfg.corrector_hidden,
         bound=cfg.lipschitz_bound,
         activation=cfg.corrector_activation,
-        contract=settings["contract"],
-    )
+        contract=settings["contract"].cpu(),
+    ).to(dev)
     block.corrector.set_saturation(1.5 * zc.abs().amax(0))
     decoders = ae.decoders
 
@@ -234,10 +256,10 @@ def train_compute_block(
         corrected: torch.Tensor, rows_: torch.Tensor, source: MultimodalBatch, r: int
     ) -> torch.Tensor:
         if cfg.recon_weight == 0 or r == 0:
-            return torch.zeros(g)
+            return torch.zeros(g, device=dev)
         zr = scale.from_unit(corrected[:, :r]).reshape(g * r, -1)
         idx = rows_[:r]
-        total = torch.zeros(g)
+        total = torch.zeros(g, device=dev)
         for name in ae.names:
             out = decoders[name](zr).reshape(g, r, -1)
             target = source.modalities[name][idx].reshape(1, r, -1)
@@ -282,7 +304,7 @@ def train_compute_block(
         loss_fn,
         data,
         val_data,
-        member_stream=torch.zeros(g, dtype=torch.long),
+        member_stream=torch.zeros(g, dtype=torch.long, device=dev),
         stream_seeds=[derive_seed(seed, "compute-order")],
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
@@ -299,6 +321,7 @@ def train_compute_block(
         p.requires_grad_(False)
     with torch.no_grad():
         clean_scores = block.detector(zc_val.unsqueeze(0).expand(g, -1, -1))  # (G, Nv, M)
+    clean_scores = clean_scores.cpu()
     thresholds = calibrate_threshold(sample_scores(clean_scores), cfg.false_alarm_rate)
     mod_thr = calibrate_threshold(clean_scores.transpose(1, 2), cfg.false_alarm_rate)
     return ComputeResult(
@@ -308,7 +331,7 @@ def train_compute_block(
         thresholds=thresholds,
         modality_thresholds=mod_thr,
         train=result,
-        settings=settings,
+        settings={k: v.cpu() for k, v in settings.items()},
     )
 
 

@@ -5,7 +5,8 @@ Endpoints (docs/serve.md): ``GET /health`` (liveness, open), ``GET /ready``, ``G
 Every error is ``{"error": "<one line>", "status": <code>}`` with a 4xx code (503 when the queue is
 full or the service is shutting down); no stack trace ever reaches a client. No CORS middleware
 (browsers on other origins cannot call the service); no OpenAPI/docs pages (they would expose the
-API surface unauthenticated and load scripts from the internet).
+API surface unauthenticated and load scripts from the internet) — the OpenAPI schema, completed for
+the loaded guard by :mod:`mmguard.serve.openapi`, is ``app.openapi()`` in Python only.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from starlette.requests import ClientDisconnect
 import mmguard
 from mmguard.errors import MMGuardError, SpecError
 from mmguard.guard import load_guard
-from mmguard.serve import auth, codec, stream
+from mmguard.serve import auth, codec, openapi, stream
 from mmguard.serve.metrics import MetricsMiddleware
 from mmguard.serve.problems import RequestError, from_mmguard
 from mmguard.serve.service import GuardService
@@ -62,7 +63,22 @@ def create_app(guard_dir: str | Path, settings: ServeSettings | None = None) -> 
     _add_routes(app, service)
     paths = {getattr(r, "path", "") for r in app.routes}
     app.add_middleware(MetricsMiddleware, metrics=service.metrics, paths=lambda: paths)
+    _describe_api(app, service)
     return app
+
+
+def _describe_api(app: FastAPI, service: GuardService) -> None:
+    """``app.openapi()``: FastAPI's schema completed for this guard (:mod:`mmguard.serve.openapi`; not served)."""
+    generated = app.openapi
+
+    def schema() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi.describe(
+                generated(), service.guard.specs, max_batch=service.settings.max_batch,
+                max_drift=service.max_drift_samples, window=service.drift_window, secured=service.token is not None)
+        return app.openapi_schema
+
+    app.openapi = schema  # type: ignore[method-assign]
 
 
 def app_from_environment() -> FastAPI:

@@ -15,7 +15,8 @@ and the result is split back per request, in order. Decisions (docs/serve.md):
 * **wait from arrival** — the wait window starts when the first request of a batch arrived, so
   requests that queued behind a running call are dispatched without further delay;
 * **drain** — :meth:`MicroBatcher.close` stops admitting, waits for admitted requests to finish
-  (up to a timeout), then stops the collector and the thread.
+  (up to a timeout), then stops the collector and the thread; a later :meth:`MicroBatcher.start`
+  (the app's lifespan run again, as test clients do) starts a new thread.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class MicroBatcher:
         self.max_samples = max_samples
         self.max_wait_s = max_wait_s
         self.observer = observer
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmguard-guard")
+        self.executor = _inference_thread()
         #: (op, samples, requests) of recent guard calls, newest last
         self.history: collections.deque[tuple[str, int, int]] = collections.deque(maxlen=1000)
         self._queue: asyncio.Queue[_Job | None] | None = None
@@ -72,10 +73,13 @@ class MicroBatcher:
         self._idle: asyncio.Event | None = None
         self._inflight = 0
         self._accepting = False
+        self._closed = False
 
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
-        """Start the collector on the running event loop."""
+        """Start the collector on the running event loop (again after :meth:`close`: a new inference thread)."""
+        if self._closed:
+            self.executor, self._closed = _inference_thread(), False
         self._queue = asyncio.Queue()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -105,6 +109,7 @@ class MicroBatcher:
             if not job.future.done():
                 job.future.set_exception(ServiceBusy("the service is shutting down"))
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self._closed = True
 
     def _leftovers(self) -> list[_Job]:
         jobs = list(self._carry)
@@ -242,6 +247,10 @@ class MicroBatcher:
             except Exception as exc:
                 results.append((False, exc))
         return results
+
+
+def _inference_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmguard-guard")
 
 
 def _take(result: Any, start: int, stop: int) -> Any:

@@ -25,6 +25,8 @@ from mmguard.serve.settings import ServeSettings
 
 #: capability -> (verb in messages, guard class flag)
 CAPABILITIES = {"flag": "flag", "correct": "correct data", "predict": "predict"}
+#: what an infinite or NaN score or drift ratio is answered as: beyond every threshold (and valid JSON)
+BEYOND = float(torch.finfo(torch.float32).max)
 
 
 class GuardService:
@@ -113,20 +115,25 @@ class GuardService:
             return await self._scores(batch)
 
     async def transform(self, batch: MultimodalBatch) -> MultimodalBatch:
+        """Corrected data; 422 when the guard's output is not finite (input far outside the fitted data)."""
         self.require("correct")
         async with self.batcher.slot():
-            return await _guarded(self.batcher.submit("transform", batch))
+            fixed: MultimodalBatch = await _guarded(self.batcher.submit("transform", batch))
+        for name in fixed.names:
+            _require_finite(fixed.modalities[name], f"the corrected values of modality {name!r}")
+        return fixed
 
     async def predict(self, batch: MultimodalBatch) -> torch.Tensor:
         self.require("predict")
         async with self.batcher.slot():
-            return await _guarded(self.batcher.submit("predict", batch))
+            predictions: torch.Tensor = await _guarded(self.batcher.submit("predict", batch))
+        return _require_finite(predictions, "the predictions")
 
     async def drift(self, batch: MultimodalBatch) -> DriftResult:
         """Drift test of the last ``window`` samples of ``batch`` (raw units)."""
         self.require_drift()
         async with self.batcher.slot():
-            result: DriftResult = await _guarded(self.batcher.call(self.guard.drift_test, batch))
+            result: DriftResult = beyond_threshold(await _guarded(self.batcher.call(self.guard.drift_test, batch)))
         self.metrics.observe_drift(_flagged(result))
         return result
 
@@ -143,13 +150,14 @@ class GuardService:
             scores = await self._scores(batch) if self.guard.flags else None
             tests: list[tuple[int, DriftResult]] = []
             if monitor is not None:
-                tests = await _guarded(self.batcher.call(monitor.update, batch))
+                due = await _guarded(self.batcher.call(monitor.update, batch))
+                tests = [(at, beyond_threshold(result)) for at, result in due]
         for _, result in tests:
             self.metrics.observe_drift(_flagged(result))
         return scores, tests
 
     async def _scores(self, batch: MultimodalBatch) -> torch.Tensor:
-        scores: torch.Tensor = await _guarded(self.batcher.submit("score", batch))
+        scores = beyond_threshold(await _guarded(self.batcher.submit("score", batch)))
         self.metrics.observe_flags(scores > 1.0)
         return scores
 
@@ -172,6 +180,35 @@ async def _guarded(awaitable: Any) -> Any:
         return await awaitable
     except MMGuardError as exc:
         raise from_mmguard(exc) from None
+
+
+def beyond_threshold(values: Any) -> Any:
+    """Scores (a tensor) or a drift result with every infinite or NaN value replaced by :data:`BEYOND`.
+
+    Finite float32 input far outside the data a guard was fitted on (a sensor stuck at 1e19) can overflow
+    a guard's float32 arithmetic: in-process ``guard.score`` then returns inf or NaN. The service answers
+    such a value as float32's largest number — beyond every threshold, so flagged — because JSON has no
+    inf or NaN, and because a NaN score would otherwise compare as *not* flagged on the most broken data.
+    """
+    if isinstance(values, DriftResult):
+        bad = ~torch.isfinite(values.ratio)
+        if not bool(bad.any()):
+            return values
+        return DriftResult(values.names, beyond_threshold(values.ratio), values.flagged | bad)
+    if not values.is_floating_point() or bool(torch.isfinite(values).all()):
+        return values
+    return torch.nan_to_num(values, nan=BEYOND, posinf=BEYOND, neginf=-BEYOND)
+
+
+def _require_finite(values: torch.Tensor, what: str) -> torch.Tensor:
+    """``values`` unless a floating-point entry is inf/NaN: then 422 naming the first such sample."""
+    if values.is_floating_point():
+        finite = torch.isfinite(values.reshape(len(values), -1)).all(1)
+        if not bool(finite.all()):
+            first = int((~finite).nonzero()[0, 0])
+            raise RequestError(422, f"{what} are not finite (first at sample {first}): the input is too far "
+                                    "outside the data the guard was fitted on for its float32 arithmetic")
+    return values
 
 
 def _flagged(result: DriftResult) -> list[str]:

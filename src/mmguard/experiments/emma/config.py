@@ -89,6 +89,7 @@ class EmmaRunConfig(BaseModel):
     anneal_cool_epochs: int = Field(15, ge=1)
     anneal_patience: int | None = 3
     threads: int | None = None
+    device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="where the stages train (docs/devices.md)")
     quick: bool = False
 
     @field_validator("sigma_range")

@@ -21,6 +21,12 @@ Protocol (decisions documented in docs/emma.md):
    noise), and the total-energy experiment (all modalities corrupted).
    ``oracle_test_selected`` additionally shows what ranking on test (the thesis's
    procedure) would have reported — labelled optimistic, never used for any choice.
+
+Device (``cfg.device``, docs/devices.md): the stream dicts the stages train on are copied to the
+device once (a resampled training draw is copied into them in place); every model is initialised on
+the CPU and moved there. Evaluation streams stay on the CPU: :func:`~mmguard.emma.training.predict`
+moves each chunk to the model and its outputs back, and every metric is computed on the CPU. EMMA
+always computes in float32.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from scipy.stats import spearmanr
 
 from mmguard.data.model import MultimodalBatch
 from mmguard.data.splits import Splits, stratified_three_way
+from mmguard.devices import resolve_device
 from mmguard.emma.data import num_classes_of, schedule_spec, to_streams
 from mmguard.emma.losses import class_weights
 from mmguard.emma.network import EmmaNetwork
@@ -50,6 +57,7 @@ from mmguard.emma.training import (
     build_emma,
     copy_members,
     mlp_sizes,
+    module_device,
     predict,
     train_classifier,
     train_daes,
@@ -175,6 +183,7 @@ class EmmaExperiment:
         self.conditions = condition_names(self.names)
         self.models: dict[str, torch.nn.Module] = {}
         self.timing: dict[str, float] = {}
+        self.device = resolve_device(cfg.device)
 
     # -- corruption
     def corrupt(self, batch: MultimodalBatch, split: str, epoch: int = 0) -> list[MultimodalBatch]:
@@ -208,6 +217,8 @@ class EmmaExperiment:
         fresh = to_streams(self.corrupt(self.splits.train, "train", 0 if epoch <= 1 else epoch))
         for k, v in fresh.items():
             self.noisy["train"][k].copy_(v)
+            if self.train_noisy["train"][k] is not self.noisy["train"][k]:
+                self.train_noisy["train"][k].copy_(v)
 
     def _refresh(self):
         return self.refresh_train if self.cfg.train_noise == "resampled" else None
@@ -218,11 +229,19 @@ class EmmaExperiment:
         self.noisy = {
             name: to_streams(self.corrupt(getattr(sp, name), name)) for name in ("train", "val", "test")
         }
-        self.weights = class_weights(sp.train.target, self.k)
+        # the streams training reads, on the device (the same tensors on the CPU); evaluation reads the CPU ones
+        self.train_clean = {n: self._on_device(self.clean[n]) for n in ("train", "val")}
+        self.train_noisy = {n: self._on_device(self.noisy[n]) for n in ("train", "val")}
+        self.weights = class_weights(sp.train.target, self.k).to(self.device)
         self.seed_stream = torch.arange(self.s)
 
-    def _expand_clean(self, split: str) -> dict[str, torch.Tensor]:
-        return {k: v.expand(self.s, *v.shape[1:]) for k, v in self.clean[split].items()}
+    def _on_device(self, streams: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in streams.items()}
+
+    def _expand_clean(self, split: str, source: dict[str, dict[str, torch.Tensor]] | None = None
+                      ) -> dict[str, torch.Tensor]:
+        streams = (self.clean if source is None else source)[split]
+        return {k: v.expand(self.s, *v.shape[1:]) for k, v in streams.items()}
 
     def _progress(self, stage: str):
         """Per-epoch callback for the training loop: reports (stage, epoch, total epochs)."""
@@ -239,7 +258,7 @@ class EmmaExperiment:
         t0 = time.perf_counter()
         self.log("stage 1: denoising autoencoders (potential energy, chapter 4)")
         self.daes = train_daes(
-            self.clean["train"],
+            self.train_clean["train"],
             self.seeds,
             self.m,
             hidden=self.cfg.dae_hidden,
@@ -267,12 +286,12 @@ class EmmaExperiment:
             EnsembleMLP(member_seeds, mlp_sizes(int(offsets[-1]), self.cfg.mmn_hidden, self.k)),
             self.m,
             input_mask=input_mask,
-        )
+        ).to(self.device)
         stream = self.seed_stream.repeat(blocks)
         train_classifier(
             joint,
-            self._expand_clean("train"),
-            self._expand_clean("val"),
+            self._expand_clean("train", self.train_clean),
+            self._expand_clean("val", self.train_clean),
             member_stream=stream,
             stream_seeds=self.seeds,
             weights=self.weights,
@@ -287,12 +306,12 @@ class EmmaExperiment:
         t0 = time.perf_counter()
         self.log("model-without: base fine-tuned on the corrupted mix")
         base = self.models["base"]
-        without = MLPClassifier(EnsembleMLP(self.seeds, base.mlp.sizes), self.m)
+        without = MLPClassifier(EnsembleMLP(self.seeds, base.mlp.sizes), self.m).to(self.device)
         copy_members(without.mlp, base.mlp, self.seed_stream)
         train_classifier(
             without,
-            self.noisy["train"],
-            self.noisy["val"],
+            self.train_noisy["train"],
+            self.train_noisy["val"],
             member_stream=self.seed_stream,
             stream_seeds=self.seeds,
             weights=self.weights,
@@ -328,8 +347,8 @@ class EmmaExperiment:
             )
         train_with(
             net,
-            self.noisy["train"],
-            self.noisy["val"],
+            self.train_noisy["train"],
+            self.train_noisy["val"],
             member_stream=member_seed,
             stream_seeds=self.seeds,
             weights=self.weights,
@@ -475,10 +494,11 @@ class EmmaExperiment:
         over seeds. Near 1 means the potential flags a missing modality; near 0.5 means it cannot.
         """
         net = model.net if isinstance(model, _Subset) else model
-        xs = [self.clean["test"][k].expand(self.s, *self.clean["test"][k].shape[1:]) for k in
+        dev = module_device(net)
+        xs = [self.clean["test"][k].to(dev).expand(self.s, *self.clean["test"][k].shape[1:]) for k in
               [f"m{i}" for i in range(self.m)]]
-        clean = net.attend(xs).psi  # (S, N, M)
-        zero = net.attend([torch.zeros_like(x[:, :1]) for x in xs]).psi  # (S, 1, M)
+        clean = net.attend(xs).psi.cpu()  # (S, N, M)
+        zero = net.attend([torch.zeros_like(x[:, :1]) for x in xs]).psi.cpu()  # (S, 1, M)
         frac = (clean < zero).double().mean(1)  # (S, M)
         return {n: mean_std(frac[:, i]) for i, n in enumerate(self.names)}
 
@@ -521,7 +541,7 @@ class EmmaExperiment:
                 test = self.condition_table(with_sc, "test", rule)
                 table[key] = {c: mean_std(v[members]) for c, v in test.items()}
             rho, lc, le = configs[best]
-            cap = net.attention.capacity().detach()
+            cap = net.attention.capacity().detach().cpu()
             metrics.setdefault("selected", {})[key] = {
                 "rho": rho,
                 "lambda_c": lc,
@@ -529,8 +549,8 @@ class EmmaExperiment:
                 "criterion": f"validation weighted F1 ({sel_rule})",
                 "val_weighted_f1": mean_std(sel["val_weighted"][best]),
                 "capacity": mean_std(cap[members]),
-                "g_a": mean_std(net.attention.g_a.detach()[members]),
-                "b_a": mean_std(net.attention.b_a.detach()[members]),
+                "g_a": mean_std(net.attention.g_a.detach().cpu()[members]),
+                "b_a": mean_std(net.attention.b_a.detach().cpu()[members]),
             }
             orc = sel["oracle"]
             om = torch.arange(orc * self.s, (orc + 1) * self.s)
@@ -600,13 +620,13 @@ class EmmaExperiment:
 
 
 def _take(model: MLPClassifier, index: torch.Tensor) -> MLPClassifier:
-    """Members ``index`` of an MLPClassifier as a new one (input mask kept)."""
-    mask = None if model.input_mask is None else model.input_mask[index].clone()
+    """Members ``index`` of an MLPClassifier as a new one (input mask kept), on ``model``'s device."""
+    mask = None if model.input_mask is None else model.input_mask.cpu()[index].clone()
     if mask is not None and bool((mask == 1).all()):
         mask = None
     out = MLPClassifier(EnsembleMLP([0] * int(index.numel()), model.mlp.sizes), model.num_modalities, mask)
     copy_members(out.mlp, model.mlp, index)
-    return out
+    return out.to(module_device(model))
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | None]:
@@ -633,12 +653,14 @@ class _Subset(torch.nn.Module):
 
 
 def extract_members(net: EmmaNetwork, index: torch.Tensor) -> EmmaNetwork:
-    """A new EmmaNetwork holding members ``index`` of ``net`` (weights copied)."""
+    """A new EmmaNetwork holding members ``index`` of ``net`` (weights copied), on ``net``'s device."""
     from mmguard.emma.attention import EmmaAttention
     from mmguard.emma.network import ConcatPredictor
 
     g = int(index.numel())
-    att = EmmaAttention(g, net.attention.num_modalities, net.attention.rho[index])
+    dev = module_device(net)
+    index = index.to(dev)
+    att = EmmaAttention(g, net.attention.num_modalities, net.attention.rho[index].cpu())
     att.load_state_dict(
         {k: v[index] for k, v in net.attention.state_dict().items() if k != "off_diagonal"}
         | {"off_diagonal": net.attention.off_diagonal}
@@ -650,4 +672,4 @@ def extract_members(net: EmmaNetwork, index: torch.Tensor) -> EmmaNetwork:
         nd = TiedDAE([0] * g, d.W.shape[2], d.W.shape[1])
         nd.load_state_dict({k: v[index] for k, v in d.state_dict().items()})
         daes.append(nd)
-    return EmmaNetwork(daes, att, ConcatPredictor(mlp))
+    return EmmaNetwork(daes, att, ConcatPredictor(mlp)).to(dev)

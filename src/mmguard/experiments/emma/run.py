@@ -46,7 +46,8 @@ def run_emma(
     t0 = time.perf_counter()
     splits = load_splits(cfg)
     do_ch4 = (not cfg.quick) if chapter4 is None else chapter4
-    identity = {**cfg.model_dump(mode="json", exclude={"threads"}), "chapter4": do_ch4,
+    # like thread counts, the device is not part of a run's identity (docs/devices.md)
+    identity = {**cfg.model_dump(mode="json", exclude={"threads", "device"}), "chapter4": do_ch4,
                 "content": data_fingerprint(splits)}
     units = RunUnits(out, identity, method="emma")
     done = units.load("experiment2")

@@ -33,6 +33,8 @@ class MmsslRunConfig(BaseModel):
     severity_sweep: bool = True
     analysis: bool = True
     threads: int | None = Field(None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="where every seed trains (docs/devices.md)")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast the training forward passes")
     quick: bool = False
 
     @field_validator("modalities")

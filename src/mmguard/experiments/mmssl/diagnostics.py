@@ -9,6 +9,10 @@
   modality code, for the default encoders (convolutional camera, dense sensors) against the
   alternatives (dense camera, conv1d sensors), trained identically on the same data;
 * clean vs corrupted vs corrected latents: t-SNE plot, MMD² and Fréchet distance.
+
+Device (docs/devices.md): the alternative encoders train on ``cfg.device`` like the run; every
+analysis runs on the CPU in float32 (the estimators draw from device generators, so the CPU keeps
+their numbers independent of the machine).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 from mmguard.analysis import estimators as analysis
 from mmguard.data.model import ModalityKind
 from mmguard.data.splits import Splits
+from mmguard.devices import resolve_device, use_precision
 from mmguard.experiments.mmssl.config import MmsslRunConfig
 from mmguard.faults import FaultSpec, apply_faults
 from mmguard.mmssl.autoencoder import MultimodalAutoencoder
@@ -120,7 +125,8 @@ def run_diagnostics(
     out_dir: Path | None = None,
     log=print,
 ) -> dict[str, Any]:
-    """Every analysis for one seed (the run's first); returns a JSON-ready dict."""
+    """Every analysis for one seed (the run's first); returns a JSON-ready dict. Moves ``models`` to the CPU."""
+    models = models.to("cpu")
     gen = torch.Generator().manual_seed(derive_seed(seed, "probe"))
     idx = torch.randperm(len(splits.test), generator=gen)[:PROBE]
     x = {n: splits.test.modalities[n][idx] for n in splits.test.names}
@@ -139,9 +145,10 @@ def run_diagnostics(
             "sensor_encoder": "conv1d" if cfg.autoencoder.sensor_encoder == "dense" else "dense",
         }
     )
-    alt, alt_fit = train_autoencoder(
-        splits.train, splits.val, alt_cfg, seed=derive_seed(seed, "alt-encoders")
-    )
+    with use_precision(cfg.precision):
+        alt, alt_fit = train_autoencoder(splits.train, splits.val, alt_cfg, seed=derive_seed(seed, "alt-encoders"),
+                                         device=resolve_device(cfg.device))
+    alt = alt.cpu()
     res["fault_entropy"] = {
         "default": entropy_report(models.mmae, x, specs, seed),
         "alternative": entropy_report(alt, x, specs, seed),

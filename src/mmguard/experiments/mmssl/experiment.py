@@ -15,6 +15,11 @@ order and every corruption draw):
 Errors are MSE per sample on standardized data against the *clean* input (paper table 1):
 camera = image modalities, sensor = vector modalities, combined = their sum. The "faulty"
 error averages over the corrupted samples of the test mix; "clean" over the clean test.
+
+Device and precision (``cfg.device``, ``cfg.precision``; docs/devices.md): every seed trains on the
+device (the training and validation splits are moved there once per seed); ``bf16`` autocasts the
+forward passes of training only. Evaluation batches are built on the CPU, run through the models
+on the device in float32 and the metrics are computed on the CPU.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import torch
 from mmguard.baselines.dae import DaeConfig, DaeGuard
 from mmguard.data.model import MultimodalBatch
 from mmguard.data.splits import Splits, split_by_group
+from mmguard.devices import resolve_device, use_precision
 from mmguard.errors import DataError
 from mmguard.eval.metrics import binary_auroc
 from mmguard.eval.reconstruction import group_errors, modality_groups, per_sample_errors
@@ -176,18 +182,19 @@ def contraction_check(
 
     gen = torch.Generator().manual_seed(derive_seed(seed, "contraction"))
     d = models.mmae.latent_dim
+    dev = models.device
     a = torch.randn(pairs, d, generator=gen) * 3.0
     b = a + torch.randn(pairs, d, generator=gen) * torch.rand(pairs, 1, generator=gen) * 3.0
-    z = models.scale.to_unit(encode(models.mmae, test.modalities))
+    z = models.scale.to_unit(encode(models.mmae, {k: v.to(dev) for k, v in test.modalities.items()}))
     n = z.shape[0]
-    idx = torch.randint(0, n, (2, min(pairs, n * 4)), generator=gen)
-    a = torch.cat([a, z[idx[0]]])
-    b = torch.cat([b, z[idx[1]]])
+    idx = torch.randint(0, n, (2, min(pairs, n * 4)), generator=gen).to(dev)
+    a = torch.cat([a.to(dev), z[idx[0]]])
+    b = torch.cat([b.to(dev), z[idx[1]]])
     g = len(models.variants)
     corr = models.block.corrector
     ca = corr(a.unsqueeze(0).expand(g, -1, -1))
     cb = corr(b.unsqueeze(0).expand(g, -1, -1))
-    ratio = (ca - cb).norm(dim=-1) / (a - b).norm(dim=-1).clamp_min(1e-12)
+    ratio = ((ca - cb).norm(dim=-1) / (a - b).norm(dim=-1).clamp_min(1e-12)).cpu()
     bounds = describe_settings(models)
     return {
         model_name(v): {"empirical_max": float(ratio[i].max()), "upper_bound": bounds[model_name(v)]}
@@ -200,11 +207,14 @@ def training_spec_of(cfg: MmsslRunConfig, batch: MultimodalBatch) -> FaultSpec:
 
 
 def fit_seed(cfg: MmsslRunConfig, splits: Splits, seed: int, log: Log) -> tuple[MmsslModels, dict[str, Any]]:
-    """Stage 1, DAE baseline and stage 2 for one seed."""
+    """Stage 1, DAE baseline and stage 2 for one seed, on ``cfg.device`` in ``cfg.precision``."""
     spec = training_spec_of(cfg, splits.train)
     times: dict[str, float] = {}
+    device = resolve_device(cfg.device)
+    train, val = splits.train.to(device), splits.val.to(device)  # moved once, shared by both stages
     t0 = time.perf_counter()
-    mmae, r1 = train_autoencoder(splits.train, splits.val, cfg.autoencoder, seed=seed)
+    with use_precision(cfg.precision):
+        mmae, r1 = train_autoencoder(train, val, cfg.autoencoder, seed=seed)
     times["mmae_s"] = time.perf_counter() - t0
     log(
         f"seed {seed}: MMAE best epoch {int(r1.best_epoch[0])}, val {float(r1.best_val[0]):.4f} "
@@ -213,7 +223,8 @@ def fit_seed(cfg: MmsslRunConfig, splits: Splits, seed: int, log: Log) -> tuple[
     t0 = time.perf_counter()
     # the DAE baseline is fitted through the guard contract (raw splits in, its own standardiser:
     # the same statistics of the same training split, so the numbers are those of the protocol)
-    dae_guard = DaeGuard(DaeConfig(autoencoder=cfg.autoencoder, train_faults=cfg.train_faults))
+    dae_guard = DaeGuard(DaeConfig(autoencoder=cfg.autoencoder, train_faults=cfg.train_faults),
+                         device=str(device)).set_precision(cfg.precision)
     dae_report = dae_guard.fit(splits.raw if splits.raw is not None else splits, seed=seed)
     dae = dae_guard.autoencoder
     r2 = dae_report["autoencoder"]
@@ -224,9 +235,8 @@ def fit_seed(cfg: MmsslRunConfig, splits: Splits, seed: int, log: Log) -> tuple[
     )
     t0 = time.perf_counter()
     variants = ("full", *cfg.ablations)
-    comp = train_compute_block(
-        mmae, splits.train, splits.val, spec, cfg.compute, seed=seed, variants=variants
-    )
+    with use_precision(cfg.precision):
+        comp = train_compute_block(mmae, train, val, spec, cfg.compute, seed=seed, variants=variants)
     times["compute_s"] = time.perf_counter() - t0
     log(
         f"seed {seed}: compute block ({len(variants)} members) best epochs {comp.train.best_epoch.tolist()} "
@@ -325,7 +335,7 @@ class MmsslExperiment:
         for seed in self.cfg.seeds:
             done = self.units.load(f"seed{seed}") if self.units is not None else None
             if done is not None and self.out is not None:
-                models = MmsslModels.load(self.out / "models" / f"seed{seed}")
+                models = MmsslModels.load(self.out / "models" / f"seed{seed}").to(resolve_device(self.cfg.device))
                 fit, res = done["fit"], done["result"]
                 self.log(f"seed {seed}: already done (resumed from {self.out / 'units'})")
             else:

@@ -35,7 +35,9 @@ def run_mmssl(cfg: MmsslRunConfig, out_dir: str | Path, *, log=print) -> dict[st
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     splits = load_splits(cfg)
-    identity = {**cfg.model_dump(mode="json", exclude={"threads"}), "content": data_fingerprint(splits)}
+    # like thread counts, the device and the precision are not part of a run's identity (docs/devices.md)
+    identity = {**cfg.model_dump(mode="json", exclude={"threads", "device", "precision"}),
+                "content": data_fingerprint(splits)}
     units = RunUnits(out, identity, method="mmssl")
     exp = MmsslExperiment(cfg, splits=splits, log=log, out=out, units=units)
     metrics = exp.run()

@@ -1,0 +1,44 @@
+"""benchmarks/gpu_check.py runs on a machine without a GPU (CPU columns only, GPU columns "n/a").
+
+It runs in ``--quick`` mode in a subprocess, as CI would: exit code 0, a JSON with every section,
+and the CPU bf16 parity within its stated tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_quick_runs_without_a_gpu(tmp_path: Path) -> None:
+    out = tmp_path / "gpu_check.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--quick", "--out", str(out),
+                          "--threads", "1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["errors"] == [] and data["skipped"] == []
+    assert data["env"]["quick"] and data["env"]["threads"] == 1
+    training = {(r["what"], r["device"], r["precision"]): r for r in data["training"]}
+    for what in ("encoder_step", "train_autoencoder"):
+        assert training[(what, "cpu", "fp32")]["samples_per_s"] > 0
+    guards = set(data["fits"])
+    assert {"mmssl", "mmae", "dae", "emma"} <= guards
+    ops = {(r["guard"], r["op"]) for r in data["inference"] if r["device"] == "cpu"}
+    assert {("mmssl", "score"), ("mmssl", "transform"), ("emma", "predict")} <= ops
+    for r in data["inference"]:
+        assert r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] and r["samples_per_s"] > 0
+    cpu_bf16 = {r["guard"]: r for r in data["parity"] if r["label"] == "bf16-cpu"}
+    assert set(cpu_bf16) == guards and all(r["within"] for r in cpu_bf16.values())
+    assert cpu_bf16["emma"]["precision"] == "fp32"  # EMMA keeps fp32 (docs/devices.md)
+    assert "(c) parity" in res.stdout and "[gpu_check" in res.stderr
+    if not torch.cuda.is_available():
+        assert not any(r["device"] == "cuda" for r in data["training"] + data["inference"] + data["parity"])
+        assert "| n/a |" in res.stdout
