@@ -59,7 +59,7 @@ import numpy as np
 import torch
 
 import mmguard
-from export_latency import IMAGE, KINEMATICS, fit_quick, twin_like
+from export_latency import IMAGE, KINEMATICS, fit_quick, timed, twin_like
 from mmguard.data.model import MultimodalBatch
 from mmguard.data.splits import make_splits
 from mmguard.export.onnx import export_onnx
@@ -357,14 +357,7 @@ def breakdown(guard: Guard, onnx: OnnxGuard | None, body: bytes, one: Multimodal
     specs, limit = guard.specs, codec.npz_limit(guard.specs, 256)
 
     def med(fn: Callable[[], Any]) -> float:
-        for _ in range(max(5, reps // 10)):
-            fn()
-        out = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-        return round(1e3 * statistics.median(out), 3)
+        return round(1e3 * statistics.median(timed(fn, reps, max(5, reps // 10))), 3)
 
     fixed, scores, names = guard.transform(one), guard.score(one), list(guard.names)
     out = {
