@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.mmguard-installed
 DEMO_OUT ?= demo_out
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test lint venv sysdeps bench clean
+.PHONY: demo test lint venv sysdeps bench table1 clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,22 @@ lint: venv
 
 bench: venv
 	$(PY) benchmarks/bench_emma_throughput.py
+
+# The MMSSL paper's table 1 (issue #14): both twins, 8 guards x 5 seeds, as Ray tasks on this
+# machine's CPUs (ENGINE=local runs them in this process); resumes a killed run. docs/results/table1.md
+TABLE1_TWINS ?= /tmp/twins
+TABLE1_OUT ?= runs
+ENGINE ?= ray
+TABLE1_GUARDS := mmae,dae,mmfr,mmcf,ccm,mmgan,mmugan,mmssl
+table1: venv
+	@mkdir -p $(TABLE1_TWINS) $(TABLE1_OUT)
+	$(VENV)/bin/mmguard twin generate --scene arm --episodes 60 --steps 100 --seed 1 --workers 2 --out $(TABLE1_TWINS)/arm.h5
+	$(VENV)/bin/mmguard twin generate --scene weld --episodes 60 --steps 100 --seed 0 --workers 2 --out $(TABLE1_TWINS)/weld.h5
+	for scene in arm weld; do \
+	  $(VENV)/bin/mmguard bench --data twin:$(TABLE1_TWINS)/$$scene.h5 --guards $(TABLE1_GUARDS) --seeds 5 \
+	    --out $(TABLE1_OUT)/t1-$$scene --engine $(ENGINE) || exit $$?; \
+	  $(VENV)/bin/mmguard mmssl table1 $(TABLE1_OUT)/t1-$$scene --out $(TABLE1_OUT)/t1-$$scene/table1.md || exit $$?; \
+	done
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache

@@ -9,7 +9,9 @@ For each registered guard, fitted in ``--quick`` mode on data of the digital twi
 
 for the public API calls (same input checks on both sides): ``score`` for guards that flag, then
 ``transform`` (guards that correct) or ``predict`` (guards that predict) — for MMSSL ``transform``
-is the whole path (encode, detect, gate, correct, decode). The torch side is the loaded guard
+is the whole path (encode, detect, gate, correct, decode); and, for guards that flag and correct,
+``score_and_transform`` (evaluation's one pass) against ``score`` then ``transform`` at batch 256.
+The torch side is the loaded guard
 (``Guard.score`` etc.), the ONNX side :class:`mmguard.export.runtime.OnnxGuard` on the file written by
 :func:`mmguard.export.onnx.export_onnx`. The parity of the two on the benchmark's own faulty test batch
 is printed too.
@@ -137,6 +139,11 @@ def main() -> None:
             og = OnnxGuard(path, threads=1)
             checks[name] = {"fit_s": round(fit_s, 1), "export_s": round(export_s, 1),
                             "onnx_bytes": path.stat().st_size, "parity": parity(guard, og, test)}
+            if guard.flags and guard.corrects:  # evaluation's one pass vs score() then transform(), batch 256
+                sep = timed(lambda g=guard: (g.score(big), g.transform(big)), args.reps256, warmup=1)
+                one_pass = timed(lambda g=guard: g.score_and_transform(big), args.reps256, warmup=1)
+                checks[name]["eval_pass_ms"] = {"score_then_transform": 1e3 * statistics.median(sep),
+                                                "score_and_transform": 1e3 * statistics.median(one_pass)}
             for op in ops_of(guard):
                 for backend, engine in (("torch", guard), ("onnx", og)):
                     fn = getattr(engine, op)
@@ -169,6 +176,14 @@ def main() -> None:
         par = ", ".join(f"{k} {v:.2e}" if "differing" not in k and "mismatch" not in k else f"{k} {v:.0f}"
                         for k, v in c["parity"].items())
         print(f"| {name} | {c['fit_s']} | {c['export_s']} | {c['onnx_bytes']:,} | {par} |")
+    print()
+    print("| guard | score() + transform() ms @256 | score_and_transform() ms @256 | speed-up |")
+    print("|---|---:|---:|---:|")
+    for name, c in checks.items():
+        if "eval_pass_ms" in c:
+            e = c["eval_pass_ms"]
+            print(f"| {name} | {e['score_then_transform']:.1f} | {e['score_and_transform']:.1f} | "
+                  f"{e['score_then_transform'] / e['score_and_transform']:.2f}x |")
     if args.out is not None:
         args.out.write_text(json.dumps({"env": env, "rows": rows, "checks": checks}, indent=2) + "\n")
     sys.stdout.flush()

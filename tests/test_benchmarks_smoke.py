@@ -42,3 +42,18 @@ def test_gpu_check_quick_runs_without_a_gpu(tmp_path: Path) -> None:
     if not torch.cuda.is_available():
         assert not any(r["device"] == "cuda" for r in data["training"] + data["inference"] + data["parity"])
         assert "| n/a |" in res.stdout
+
+
+def test_stage1_flops_quick_runs_and_reports_the_peak_fraction(tmp_path: Path) -> None:
+    out = tmp_path / "s1.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "stage1_flops.py"
+    proc = subprocess.run([sys.executable, str(script), "--steps", "1", "--repeats", "1", "--epochs", "1",
+                           "--matmul", "256", "--loop-samples", "128", "--no-compile", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert 60e6 < result["flops_per_training_sample"] < 63e6  # the 61.5 MFLOP, counted
+    variants = {row["variant"] for row in result["steps"]}
+    assert {"eager", "nchw_decoder", "channels_last", "fused_adam"} <= variants
+    assert all(0 < row["peak_fraction"] for row in result["steps"])
+    assert result["training_loop"]["train_samples"] == 128

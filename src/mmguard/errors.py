@@ -32,3 +32,7 @@ class CheckpointError(MMGuardError):
 
 class NotFittedError(MMGuardError):
     """A guard or model used before ``fit`` or ``load``."""
+
+
+class EngineError(MMGuardError):
+    """An execution engine that cannot run: not installed, unreachable, or a worker that kept dying."""

@@ -32,6 +32,8 @@ def run_cli(args: list[str]) -> tuple[int, str, str]:
     (["bench"], ("--device", "--precision")),
     (["emma", "run"], ("--device",)),
     (["mmssl", "run"], ("--device", "--precision")),
+    (["eval"], ("--device",)),
+    (["serve"], ("--device", "--precision")),
 ])
 def test_commands_have_the_options(command: list[str], options: tuple[str, ...], monkeypatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")
@@ -57,7 +59,8 @@ def _check_one_line(rc: int, err: str, *words: str) -> None:
     ["mmssl", "run", "--data", "{d}/twin.h5", "--out", "{d}/run", "--device", "cuda", "--precision", "bf16"],
     ["fit", "--guard", "mmae", "--data", "toy", "--out", "{d}/run", "--device", "cuda", "--precision", "bf16"],
     ["bench", "--data", "toy", "--guards", "mmae", "--out", "{d}/run", "--device", "cuda"],
-], ids=["emma", "mmssl", "mmssl-bf16", "fit-bf16", "bench"])
+    ["eval", "--run", "{d}/run", "--faults", "{d}/faults.yaml", "--device", "cuda"],
+], ids=["emma", "mmssl", "mmssl-bf16", "fit-bf16", "bench", "eval"])
 def test_cuda_without_a_gpu_is_one_line_and_exit_2(args: list[str], tmp_path: Path) -> None:
     rc, _, err = run_cli([a.replace("{d}", str(tmp_path)) for a in args])
     _check_one_line(rc, err, "cuda")
@@ -69,7 +72,8 @@ def test_cuda_without_a_gpu_is_one_line_and_exit_2(args: list[str], tmp_path: Pa
     ["fit", "--guard", "mmae", "--data", "toy", "--out", "{d}/run", "--precision", "fp16"],
     ["bench", "--data", "toy", "--guards", "mmae", "--out", "{d}/run", "--precision", "fp16"],
     ["emma", "run", "--dataset", "toy", "--out", "{d}/run", "--device", "tpu"],
-], ids=["mmssl", "fit", "bench", "emma-device"])
+    ["eval", "--run", "{d}/run", "--faults", "{d}/faults.yaml", "--device", "tpu"],
+], ids=["mmssl", "fit", "bench", "emma-device", "eval-device"])
 def test_unknown_precision_or_device_is_one_line_and_exit_2(args: list[str], tmp_path: Path) -> None:
     rc, _, err = run_cli([a.replace("{d}", str(tmp_path)) for a in args])
     _check_one_line(rc, err, "precision" if "--precision" in args else "device")

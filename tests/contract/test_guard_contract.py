@@ -333,6 +333,31 @@ def test_transform_keeps_layout_and_raw_units(fitted: Fitted) -> None:
     check_transform_raw_units(fitted.guard, fitted.splits.test)
 
 
+def test_score_and_transform_equals_the_two_calls(fitted: Fitted) -> None:
+    """Evaluation's one-pass path (the inference module where the guard has one) gives the same
+    scores and corrections as score() and transform(), with the gate open and shut in one batch."""
+    guard, test = fitted.guard, fitted.splits.test
+    if not (guard.flags and guard.corrects):
+        with pytest.raises(SpecError):
+            guard.score_and_transform(test)
+        return
+    first = test.names[0]
+    x = test.modalities[first].clone()
+    half = torch.arange(len(test)) % 2 == 0
+    spread = x.float().std() + 1.0
+    x[half] = x[half] + 20.0 * spread  # far off the clean manifold in one modality
+    batch = replace_modalities(test, {**{n: test.modalities[n].numpy() for n in test.names}, first: x.numpy()})
+    scores, fixed = guard.score_and_transform(batch)
+    torch.testing.assert_close(scores, guard.score(batch), rtol=1e-4, atol=1e-5)
+    flagged = (scores > 1.0).any(1)
+    assert bool(flagged[half].any()) and not bool(flagged[~half].all()), "the gate must act on part of the batch"
+    ref = guard.transform(batch)
+    assert fixed.names == ref.names
+    for n in batch.names:
+        assert fixed.modalities[n].dtype == ref.modalities[n].dtype
+        torch.testing.assert_close(fixed.modalities[n], ref.modalities[n], rtol=1e-4, atol=1e-4)
+
+
 def affine(batch: MultimodalBatch, a: float = 3.0, b: float = -200.0) -> MultimodalBatch:
     return batch.with_modalities({n: batch.modalities[n] * a + b for n in batch.names})
 

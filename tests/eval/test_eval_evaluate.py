@@ -205,12 +205,13 @@ def test_load_run_dispatches_to_registered_loader(tmp_path: Path, monkeypatch) -
     seen = {}
     fake = make_run()
 
-    def loader(run_dir, config, data_dir):
-        seen.update(run_dir=run_dir, config=config, data_dir=data_dir)
+    def loader(run_dir, config, data_dir, device):
+        seen.update(run_dir=run_dir, config=config, data_dir=data_dir, device=device)
         return fake
 
     monkeypatch.setitem(runs.RUN_LOADERS, "fake", loader)
     (tmp_path / "metrics.json").write_text("{}")
     (tmp_path / "config.json").write_text(json.dumps({"method": "fake", "x": 1}))
     assert load_run(str(tmp_path), data_dir="/data") is fake
-    assert seen == {"run_dir": tmp_path, "config": {"method": "fake", "x": 1}, "data_dir": "/data"}
+    assert seen == {"run_dir": tmp_path, "config": {"method": "fake", "x": 1}, "data_dir": "/data",
+                    "device": torch.device("cpu")}  # the resolved --device (default cpu)

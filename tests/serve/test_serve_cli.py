@@ -51,6 +51,8 @@ def _cases(tmp: Path, guard: Path) -> list[tuple[list[str], str]]:
         ([str(guard), "--ssl-certfile", str(tmp / "cert.pem")], "both"),
         ([str(guard), "--log-level", "loud"], "log-level"),
         ([str(guard), "--port", "eighty"], "--port"),
+        ([str(guard), "--precision", "fp16"], "precision"),
+        ([str(guard), "--precision", "bf16", "--backend", "onnx"], "--backend torch"),
     ]
 
 
@@ -77,6 +79,14 @@ def test_good_input_reaches_uvicorn_with_the_settings(vector: Fitted, tmp_path: 
     assert options["host"] == "127.0.0.1" and options["port"] == 8123 and options["server_header"] is False
     assert options["limit_concurrency"] == 8 + 64 and options["ws_max_size"] > 2 * 2**20
     assert "workers" not in options
+
+
+def test_bf16_precision_reaches_the_guard_and_info(vector: Fitted, recorded: list) -> None:
+    rc, _, err = run_cli(["serve", str(vector.directory), "--precision", "bf16"])
+    assert rc == 0 and err == ""
+    service = recorded[-1][0].state.service
+    assert service.settings.precision == "bf16" and service.guard.precision == "bf16"
+    assert service.info()["precision"] == "bf16"
 
 
 def test_listening_beyond_loopback_without_a_token_warns(vector: Fitted, tmp_path: Path, recorded: list) -> None:

@@ -123,16 +123,19 @@ class CrossmodalCompensation(nn.Module):
         kl = 0.5 * (mu_s.pow(2) + logvar_s.exp() - 1.0 - logvar_s).mean(-1)  # (B, S)
         return total + beta * kl.sum(1).mean()
 
-    def scores(self, xs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """(N, M) unimodal reconstruction losses: modality m decoded from its own expert."""
-        mu, logvar = self.experts(xs)
+    def scores(self, xs: Mapping[str, torch.Tensor],
+               experts: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """(N, M) unimodal reconstruction losses: modality m decoded from its own expert
+        (``experts``: this batch's :meth:`experts`, when already computed)."""
+        mu, logvar = experts if experts is not None else self.experts(xs)
         eye = torch.eye(len(self.names), device=mu.device, dtype=mu.dtype)
         z, _ = self.fuse(mu.unsqueeze(1), logvar.unsqueeze(1), eye)  # (N, M, d): z[:, m] from expert m only
         return torch.stack([mse(self.decoders[n](z[:, m]), xs[n]) for m, n in enumerate(self.names)], 1)
 
-    def restore(self, xs: Mapping[str, torch.Tensor], flagged: torch.Tensor) -> dict[str, torch.Tensor]:
+    def restore(self, xs: Mapping[str, torch.Tensor], flagged: torch.Tensor,
+                experts: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Reject the flagged modalities and compensate them from the others (posterior mean)."""
-        mu, logvar = self.experts(xs)
+        mu, logvar = experts if experts is not None else self.experts(xs)
         z, _ = self.fuse(mu, logvar, (~flagged).to(mu.dtype))
         return keep_where(flagged, self.decode(z), xs, self.names)
 
@@ -146,8 +149,9 @@ class CcmPath(nn.Module):
 
     def forward(self, *xs: torch.Tensor) -> dict[str, Any]:
         x = dict(zip(self.model.names, xs, strict=True))
-        raw = self.model.scores(x)
-        fixed = self.model.restore(x, self.calibrated(raw) > 1.0)
+        experts = self.model.experts(x)
+        raw = self.model.scores(x, experts)
+        fixed = self.model.restore(x, self.calibrated(raw) > 1.0, experts)
         return {"scores": raw, "fixed": tuple(fixed[n] for n in self.model.names)}
 
 
@@ -201,7 +205,9 @@ class CcmGuard(Guard):
         return self.model.scores(x.modalities)  # type: ignore[union-attr,operator]
 
     def _transform(self, x: MultimodalBatch) -> dict[str, torch.Tensor]:
-        return self.model.restore(x.modalities, self.flags_of_standardised(x))  # type: ignore[union-attr,operator]
+        experts = self.model.experts(x.modalities)  # type: ignore[union-attr,operator]
+        flagged = self.flags_of_raw(self.model.scores(x.modalities, experts))  # type: ignore[union-attr,operator]
+        return self.model.restore(x.modalities, flagged, experts)  # type: ignore[union-attr,operator]
 
     def _inference_module(self) -> nn.Module:
         return CcmPath(self.model, self.calibrated_module())  # type: ignore[arg-type]

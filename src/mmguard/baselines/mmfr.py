@@ -117,10 +117,6 @@ class CrossModalFeatureReconstruction(nn.Module):
     def decode(self, h: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {n: self.decoders[n](h[n]) for n in self.names}
 
-    def cross_reconstruct(self, xs: Mapping[str, torch.Tensor], keep: torch.Tensor) -> dict[str, torch.Tensor]:
-        """D_m(ĥ_m) for every m: each modality reconstructed from the kept others."""
-        return self.decode(self.predict_codes(self.encode(xs), keep))
-
     def loss(self, xs: Mapping[str, torch.Tensor], keep: torch.Tensor, latent_weight: float) -> torch.Tensor:
         """Eq. (2), averaged over the batch: a scalar."""
         h = self.encode(xs)
@@ -140,11 +136,12 @@ class CrossModalFeatureReconstruction(nn.Module):
             return ones
         return torch.cat([ones, 1.0 - torch.eye(m, device=device, dtype=dtype)])
 
-    def scores(self, xs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """(N, M) cross-modal prediction residuals, the smallest over :meth:`source_sets`."""
+    def scores(self, xs: Mapping[str, torch.Tensor], codes: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """(N, M) cross-modal prediction residuals, the smallest over :meth:`source_sets`
+        (``codes``: this batch's :meth:`encode`, when already computed)."""
         first = xs[self.names[0]]
         sets = self.source_sets(first.device, first.dtype)  # (S, M)
-        h = self.encode(xs)
+        h = codes if codes is not None else self.encode(xs)
         column = torch.ones_like(first.reshape(first.shape[0], -1)[:, :1])  # (N, 1)
         best = None
         for keep in sets:  # S ≤ M + 1 patterns, each vectorised over the samples
@@ -155,9 +152,11 @@ class CrossModalFeatureReconstruction(nn.Module):
             best = r if best is None else torch.minimum(best, r)
         return best  # type: ignore[return-value]
 
-    def restore(self, xs: Mapping[str, torch.Tensor], flagged: torch.Tensor) -> dict[str, torch.Tensor]:
+    def restore(self, xs: Mapping[str, torch.Tensor], flagged: torch.Tensor,
+                codes: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Flagged modalities predicted from the unflagged ones; the others unchanged."""
-        pred = self.cross_reconstruct(xs, (~flagged).to(xs[self.names[0]].dtype))
+        h = codes if codes is not None else self.encode(xs)
+        pred = self.decode(self.predict_codes(h, (~flagged).to(xs[self.names[0]].dtype)))
         return keep_where(flagged, pred, xs, self.names)
 
 
@@ -179,8 +178,9 @@ class MmfrPath(nn.Module):
 
     def forward(self, *xs: torch.Tensor) -> dict[str, Any]:
         x = dict(zip(self.model.names, xs, strict=True))
-        raw = self.model.scores(x)
-        fixed = self.model.restore(x, replaced(self.calibrated(raw)))
+        codes = self.model.encode(x)
+        raw = self.model.scores(x, codes)
+        fixed = self.model.restore(x, replaced(self.calibrated(raw)), codes)
         return {"scores": raw, "fixed": tuple(fixed[n] for n in self.model.names)}
 
 
@@ -223,8 +223,9 @@ class MmfrGuard(Guard):
         return self.model.scores(x.modalities)  # type: ignore[union-attr,operator]
 
     def _transform(self, x: MultimodalBatch) -> dict[str, torch.Tensor]:
-        normalised = self._normalise(self._score(x))
-        return self.model.restore(x.modalities, replaced(normalised))  # type: ignore[union-attr,operator]
+        codes = self.model.encode(x.modalities)  # type: ignore[union-attr,operator]
+        normalised = self._normalise(self.model.scores(x.modalities, codes))  # type: ignore[union-attr,operator]
+        return self.model.restore(x.modalities, replaced(normalised), codes)  # type: ignore[union-attr,operator]
 
     def _inference_module(self) -> nn.Module:
         return MmfrPath(self.model, self.calibrated_module())  # type: ignore[arg-type]

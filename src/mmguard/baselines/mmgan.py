@@ -224,7 +224,9 @@ class MmganGuard(Guard):
         return residuals(self.model.generator(x.modalities), x.modalities, self.names)  # type: ignore[union-attr]
 
     def _transform(self, x: MultimodalBatch) -> dict[str, torch.Tensor]:
-        return self.model.restore(x.modalities, self.flags_of_standardised(x))  # type: ignore[union-attr,operator]
+        recon = self.model.generator(x.modalities)  # type: ignore[union-attr]
+        flagged = self.flags_of_raw(residuals(recon, x.modalities, self.names))  # one generator pass
+        return keep_where(flagged, recon, x.modalities, self.names)
 
     def _inference_module(self) -> nn.Module:
         return MmganPath(self.model, self.calibrated_module())  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from mmguard.cli import dataopts as opt
-from mmguard.cli.common import JSON_OPTION, print_json
+from mmguard.cli.common import ADDRESS_OPTION, ENGINE_OPTION, JSON_OPTION, print_json
 from mmguard.errors import SpecError
 
 console = Console(stderr=True, log_path=False)
@@ -48,15 +48,19 @@ def bench_command(
                                              "id_streams, detector: {...}), JSON or YAML."),
     device: str = opt.DEVICE,
     precision: str = opt.PRECISION,
+    engine: str = ENGINE_OPTION,
+    address: str | None = ADDRESS_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Fit each guard per seed on the same splits, evaluate all on the same faulty batches, report."""
     from pydantic import ValidationError
 
+    from mmguard.engine import check_engine, make_engine
     from mmguard.experiments.harness import BenchConfig, run_bench
     from mmguard.faults import load_spec
 
     opt.check_device(device, precision)
+    engine = check_engine(engine, address)
     names = [g.strip() for g in guards.split(",") if g.strip()]
     tasks = [t.strip() for t in (downstream or "").split(",") if t.strip()]
     data = opt.with_twin_tasks(data, tasks)
@@ -96,7 +100,8 @@ def bench_command(
         raise SpecError(f"invalid bench option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
     batch = opt.load_data(data, modalities, data_dir, seed)
     splits = opt.split_data(batch, split_by, train_groups, val_groups, test_groups, seed, id_test)
-    metrics = run_bench(cfg, splits, out, log=lambda m: console.log(f"bench: {m}"))
+    with make_engine(engine, address) as runner:
+        metrics = run_bench(cfg, splits, out, log=lambda m: console.log(f"bench: {m}"), engine=runner)
     if json_out:
         print_json({k: v for k, v in metrics.items() if k != "guards"} | {"guards": list(metrics["guards"])})
         return

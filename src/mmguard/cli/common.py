@@ -13,6 +13,10 @@ from mmguard.io.jsonio import jsonable as _jsonable
 
 SEED_OPTION = typer.Option(0, "--seed", help="Seed for every stochastic step (same seed, same numbers).")
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of text.")
+ENGINE_OPTION = typer.Option("local", "--engine", help="Where the jobs run: local (this process) or ray "
+                             "(Ray tasks; pip install 'mmguard\\[ray]'; docs/distributed.md). Same results.")
+ADDRESS_OPTION = typer.Option(None, "--address", help="With --engine ray: an existing cluster (HOST:PORT from "
+                              "`ray start --head`, or auto); default a local cluster on this machine's CPUs.")
 
 
 def fail(message: str) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from mmguard.cli import dataopts as opt
 from mmguard.cli.common import print_json
 
 
@@ -18,13 +19,14 @@ def eval_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the fault injection."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Override the run's data folder."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    device: str = opt.DEVICE,
 ) -> None:
     """Re-evaluate the trained models of a run under a fault spec, per model and condition."""
     from mmguard.eval.evaluate import evaluate_run
     from mmguard.experiments.runs import load_run
     from mmguard.io.checkpoint import write_json
 
-    loaded = load_run(run, str(data_dir) if data_dir else None)
+    loaded = load_run(run, str(data_dir) if data_dir else None, device=device)
     result = evaluate_run(loaded, faults, seed=seed)
     result["run"] = str(run)
     if out is not None:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from mmguard.cli import dataopts as opt
 from mmguard.cli.common import JSON_OPTION, SEED_OPTION, print_json
-from mmguard.errors import DataError, SpecError
+from mmguard.errors import DataError, MMGuardError, SpecError
+
+if TYPE_CHECKING:
+    from mmguard.data.splits import Splits
+    from mmguard.guard import Guard
 
 
 def guards_command(json_out: bool = JSON_OPTION) -> None:
@@ -23,6 +29,11 @@ def guards_command(json_out: bool = JSON_OPTION) -> None:
     for name, d in guards.items():
         caps = ",".join(k for k, v in d["capabilities"].items() if v)
         typer.echo(f"{name:<16} {caps:<14} {d['summary']}")
+
+
+NPROC_OPTION = typer.Option(1, "--nproc", help="Data-parallel training in N local processes (torch.distributed, "
+                            "gloo, CPU; each rank trains on 1/N of every minibatch, same result as N=1 within "
+                            "float rounding; docs/distributed.md). Under torchrun leave it at 1.")
 
 
 def fit_command(
@@ -40,49 +51,135 @@ def fit_command(
     device: str = opt.DEVICE,
     precision: str = opt.PRECISION,
     force: bool = typer.Option(False, "--force", help="Replace a guard fitted with other settings in --out."),
+    nproc: int = NPROC_OPTION,
     seed: int = SEED_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Fit a guard on the training split of any dataset and save it (the test split is not used).
 
     Rerunning the same command is a no-op once the guard is saved; a directory holding a guard
-    fitted with other settings or data is refused unless ``--force``.
+    fitted with other settings or data is refused unless ``--force``. ``--nproc N`` trains data-parallel
+    in N local processes; started by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) every process
+    joins that process group instead. Only rank 0 writes ``--out`` and prints.
     """
     from mmguard.experiments.units import data_fingerprint, fingerprint
-    from mmguard.guard import GUARD_FILE, create_guard
-    from mmguard.io.checkpoint import read_json
+    from mmguard.guard import create_guard
+    from mmguard.train import distributed
 
     if out.exists() and not out.is_dir():
         raise SpecError(f"--out {str(out)!r} is a file; give a directory")
     opt.check_device(device, precision)
-    g = create_guard(guard, opt.read_config_file(config), device=device, quick=quick, precision=precision)
-    batch = opt.load_data(data, modalities, data_dir, seed)
-    splits = opt.split_data(batch, split_by, train_groups, val_groups, test_groups, seed)
-    identity = fingerprint({"guard": guard, "config": g.config.model_dump(mode="json"), "seed": seed,
-                            "split": opt.split_description(split_by, train_groups, val_groups, test_groups, seed),
-                            "data": data_fingerprint(splits)})
-    if (out / GUARD_FILE).is_file() and not force:
-        old = read_json(out / GUARD_FILE)
-        if isinstance(old, dict) and (old.get("fit") or {}).get("fingerprint") == identity:
-            summary = {"guard": guard, "out": str(out), "sizes": splits.sizes(), "skipped": True}
-            if json_out:
-                print_json(summary)
-            else:
-                typer.echo(f"{out} already holds this {guard} guard (same settings and data); nothing to do")
+    world_env = distributed.env_world_size()
+    _check_nproc(nproc, world_env, device)
+    settings = opt.read_config_file(config)
+    g = create_guard(guard, settings, device=device, quick=quick, precision=precision)
+    with distributed.init_from_env() as (rank, world):
+        batch = opt.load_data(data, modalities, data_dir, seed)
+        splits = opt.split_data(batch, split_by, train_groups, val_groups, test_groups, seed)
+        identity = fingerprint({"guard": guard, "config": g.config.model_dump(mode="json"), "seed": seed,
+                                "split": opt.split_description(split_by, train_groups, val_groups, test_groups,
+                                                               seed),
+                                "data": data_fingerprint(splits)})
+        # rank 0 looks at --out and every rank follows its decision (no rank waits alone in a collective)
+        state = _out_state(out, identity, force) if rank == 0 else None
+        state = distributed.broadcast_object(state) if world > 1 else state
+        if state is not None and state != "skip":
+            raise SpecError(state)
+        if state == "skip":
+            if rank == 0:
+                _echo_skip(guard, out, splits, json_out)
             return
-        raise SpecError(f"{str(out)!r} holds a guard fitted with other settings or data; "
-                        "use another --out or --force to replace it")
-    t0 = time.perf_counter()
-    report = g.fit(splits, seed=seed)
-    g.fit_report = {**report, "fingerprint": identity, "data": data, "seed": seed}
-    g.save(out)
+        t0 = time.perf_counter()
+        job = FitJob(guard, settings, device, quick, precision, seed, data, identity, str(out))
+        report = job(splits, g) if nproc == 1 else distributed.launch(job, nproc, (splits,))
+        if rank != 0:
+            return
     summary = {"guard": guard, "out": str(out), "sizes": splits.sizes(), "fit_s": time.perf_counter() - t0,
                "report": report}
+    processes = max(nproc, world)
+    if processes > 1:
+        summary["processes"] = processes
     if json_out:
         print_json(summary)
         return
+    parallel = f" with {processes} processes" if processes > 1 else ""
     typer.echo(f"fitted {guard} on {splits.sizes()['train']} samples (validation {splits.sizes()['val']}) "
-               f"in {summary['fit_s']:.1f} s; saved to {out}")
+               f"in {summary['fit_s']:.1f} s{parallel}; saved to {out}")
+
+
+def _check_nproc(nproc: int, world_env: int, device: str) -> None:
+    """One-line errors for ``--nproc`` before any work: at least 1, at most this process's CPUs, 1 under
+    torchrun, and CPU only (gloo)."""
+    from mmguard.devices import resolve_device
+    from mmguard.train import distributed
+
+    if nproc < 1:
+        raise SpecError(f"--nproc must be at least 1, got {nproc}")
+    cpus = distributed.available_cpus()
+    if nproc > cpus:
+        raise SpecError(f"--nproc {nproc} is more than the {cpus} CPUs this process may use")
+    if world_env > 1 and nproc != 1:
+        raise SpecError(f"started with WORLD_SIZE={world_env} (torchrun): leave --nproc at 1, the launcher "
+                        "starts the processes")
+    if (nproc > 1 or world_env > 1) and resolve_device(device).type != "cpu":
+        raise SpecError("data-parallel training (--nproc, torchrun) runs on CPU with gloo: use --device cpu")
+    if nproc > 1 or world_env > 1:
+        distributed.check_backend()
+
+
+def _out_state(out: Path, identity: str, force: bool) -> str | None:
+    """``None``: fit; ``"skip"``: --out already holds this guard; anything else: the error line."""
+    from mmguard.guard import GUARD_FILE
+    from mmguard.io.checkpoint import read_json
+
+    if not (out / GUARD_FILE).is_file() or force:
+        return None
+    try:
+        old = read_json(out / GUARD_FILE)
+    except MMGuardError as exc:  # told to every rank, not raised on rank 0 alone
+        return str(exc)
+    if isinstance(old, dict) and (old.get("fit") or {}).get("fingerprint") == identity:
+        return "skip"
+    return (f"{str(out)!r} holds a guard fitted with other settings or data; "
+            "use another --out or --force to replace it")
+
+
+def _echo_skip(guard: str, out: Path, splits: Splits, json_out: bool) -> None:
+    summary = {"guard": guard, "out": str(out), "sizes": splits.sizes(), "skipped": True}
+    if json_out:
+        print_json(summary)
+    else:
+        typer.echo(f"{out} already holds this {guard} guard (same settings and data); nothing to do")
+
+
+@dataclass(frozen=True)
+class FitJob:
+    """Fit one guard on given splits and save it from rank 0 — the body of ``mmguard fit`` in every
+    process (picklable, so :func:`mmguard.train.distributed.launch` can run it in spawned ranks)."""
+
+    guard: str
+    settings: dict[str, Any] | None
+    device: str
+    quick: bool
+    precision: str
+    seed: int
+    data: str
+    identity: str
+    out: str
+
+    def __call__(self, splits: Splits, g: Guard | None = None) -> dict[str, Any]:
+        """Fit ``g`` (default: a new guard from the job's settings); returns the fit report."""
+        from mmguard.guard import create_guard
+        from mmguard.train import distributed
+
+        if g is None:
+            g = create_guard(self.guard, self.settings, device=self.device, quick=self.quick,
+                             precision=self.precision)
+        report = g.fit(splits, seed=self.seed)
+        g.fit_report = {**report, "fingerprint": self.identity, "data": self.data, "seed": self.seed}
+        if distributed.is_main_process():
+            g.save(Path(self.out))
+        return report
 
 
 def score_command(

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from mmguard.cli import dataopts as opt
-from mmguard.cli.common import print_json
+from mmguard.cli.common import JSON_OPTION, print_json
 from mmguard.errors import SpecError
 
 app = typer.Typer(
@@ -129,3 +129,24 @@ def run_command(
         f"detection: AUROC {d['auroc'][0]:.4f} ± {d['auroc'][1]:.4f}, F1 {d['f1'][0]:.4f}, "
         f"false alarms {d['false_alarm_rate'][0]:.4f}"
     )
+
+
+@app.command("table1")
+def table1_command(
+    run: Path = typer.Argument(..., help="A finished `mmguard bench` run of the table-1 guards."),
+    out: Path | None = typer.Option(None, "--out", help="Write the Markdown report here (and FILE.json beside)."),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """The MMSSL paper's table 1 beside a bench run: layout, paired ratios, orderings, families, compute."""
+    from mmguard.experiments.mmssl.table1 import load_units, render_table1, table1_summary
+    from mmguard.io.checkpoint import atomic_write_text, write_json
+
+    summary = table1_summary(*load_units(run))
+    text = render_table1(summary)
+    if out is not None:
+        write_json(out.with_suffix(".json"), summary)
+        atomic_write_text(out, text)
+    if json_out:
+        print_json(summary)
+    else:
+        typer.echo(text, nl=False)

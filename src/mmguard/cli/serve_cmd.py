@@ -23,6 +23,7 @@ def serve_command(
     port: int = typer.Option(8000, "--port", help="TCP port."),
     workers: int = typer.Option(1, "--workers", help="Worker processes; each loads the guard (memory x N)."),
     device: str = opt.DEVICE,
+    precision: str = opt.PRECISION,
     token_file: Path | None = typer.Option(None, "--token-file", help="File holding the bearer token (else "
                                            "$MMGUARD_SERVE_TOKEN; neither: no authentication)."),
     max_batch: int = typer.Option(256, "--max-batch", help="Samples per request."),
@@ -59,7 +60,8 @@ def serve_command(
         require_export_extra()
     if max_connections is not None and max_connections < 1:
         raise SpecError(f"--max-connections must be at least 1, got {max_connections}")
-    settings = ServeSettings.build(host=host, port=port, workers=workers, device=device, token_file=token_file,
+    settings = ServeSettings.build(host=host, port=port, workers=workers, device=device, precision=precision,
+                                   token_file=token_file,
                                    max_batch=max_batch, max_body_mb=max_body_mb, queue=queue,
                                    batch_wait_ms=batch_wait_ms, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
                                    backend=backend, onnx_model=onnx_model)

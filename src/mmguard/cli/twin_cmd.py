@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from mmguard.cli.common import JSON_OPTION, print_json
+from mmguard.cli.common import ADDRESS_OPTION, ENGINE_OPTION, JSON_OPTION, print_json
 
 MAX_LISTED = 4  # channels named per modality in the text output
 
@@ -33,22 +33,29 @@ def generate_command(
     depth: bool = typer.Option(False, "--depth/--no-depth", help="Also render a depth image (metres)."),
     force: bool = typer.Option(False, "--force", help="Discard an unfinished generation made with other "
                                                       "arguments (OUT.parts/) instead of refusing."),
+    engine: str = ENGINE_OPTION,
+    address: str | None = ADDRESS_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Simulate episodes and write them to one HDF5 file; an interrupted run resumes where it stopped."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from mmguard.engine import check_engine, make_engine
+    from mmguard.errors import SpecError
     from mmguard.twin.interface import CameraConfig
     from mmguard.twin.storage import generate, parts_dir
 
     console = Console(stderr=True)
+    engine = check_engine(engine, address)
+    if engine != "local" and workers != 1:
+        raise SpecError("--workers is for --engine local; with --engine ray the cluster's CPUs run the episodes")
     reused: list[int] = []
     start = time.perf_counter()
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console, transient=True,
-                      disable=not console.is_terminal) as bar:  # no stray output in logs and pipes
+        with make_engine(engine, address) as runner, Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=console, transient=True, disable=not console.is_terminal) as bar:  # no stray output in logs
             task = bar.add_task(f"twin {scene}: episodes", total=episodes)
 
             def progress(done: int, total: int) -> None:
@@ -58,7 +65,7 @@ def generate_command(
 
             path = generate(scene, episodes, steps, out, seed=seed, workers=workers,
                             camera=CameraConfig(width=width, height=height, depth=depth),
-                            progress=progress, force=force)
+                            progress=progress, force=force, engine=runner)
     except KeyboardInterrupt:
         console.print(f"interrupted: finished episodes are kept in {parts_dir(out.expanduser())}/; "
                       "rerun the same command to resume", highlight=False)
@@ -66,7 +73,7 @@ def generate_command(
     seconds = time.perf_counter() - start
     size = path.stat().st_size
     summary: dict[str, Any] = {"out": str(path), "scene": scene, "episodes": episodes, "steps": steps,
-                               "n_samples": episodes * steps, "seed": seed, "workers": workers,
+                               "n_samples": episodes * steps, "seed": seed, "workers": workers, "engine": engine,
                                "reused_episodes": reused[0] if reused else 0, "file_bytes": size,
                                "seconds": round(seconds, 3)}
     if json_out:

@@ -121,18 +121,22 @@ def evaluate_guard(
     faulty = mask.any(1)
     names = clean_std.names
     out: dict[str, Any] = {"n": len(faulty_raw), "n_faulty": int(faulty.sum())}
-    fixed = None
+    fixed = scores = None
+    if guard.corrects and guard.flags:  # one pass where the guard has one (Guard.score_and_transform)
+        scores, corrected = guard.score_and_transform(faulty_raw)
+    elif guard.corrects:
+        corrected = guard.transform(faulty_raw)
     if guard.corrects:
-        fixed = standardizer.transform(guard.transform(faulty_raw))
+        fixed = standardizer.transform(corrected)
         err = modality_errors(fixed, clean_std)
         out["errors"] = {
             "all": error_summary(err, names, torch.ones_like(faulty)),
             "faulty": error_summary(err, names, faulty),
             "clean": error_summary(err, names, ~faulty),
         }
-    scores = None
     if guard.flags:
-        scores = guard.score(faulty_raw)
+        if scores is None:
+            scores = guard.score(faulty_raw)
         out["detection"] = detection_summary(scores, mask, clean_scores)
     pred = None
     if guard.predicts and faulty_raw.target is not None:

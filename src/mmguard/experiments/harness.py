@@ -19,6 +19,13 @@ is one unit of work (:mod:`mmguard.experiments.units`): its metrics are written 
 the same configuration and data skips finished units (resume after a kill), a different one
 in the same directory is refused. The test split is evaluated once per unit, for the report.
 
+Each pending unit is a job (:mod:`mmguard.engine`): the default ``local`` engine runs them here in
+order; the ``ray`` engine runs them as Ray tasks. A job depends only on the run's shared inputs
+(config, raw splits), its guard and its seed: a remote worker rebuilds the seed's faulty test
+batches (and drift streams) deterministically from the seed, receives the seed's downstream
+models as checkpoint files, and returns its fitted guard as files, which this process writes to
+``guards/<guard>/seed<k>/`` before the unit's JSON (no shared filesystem needed; docs/distributed.md).
+
 Aggregation: mean ± std over seeds of every metric, and **paired per-seed ratios** of the
 combined error against the reference guard (``reference``, default the first guard) and
 against the input itself ("none": no guard).
@@ -26,8 +33,11 @@ against the input itself ("none": no guard).
 
 from __future__ import annotations
 
+import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +47,10 @@ from mmguard.adapt.drift import DriftDetector
 from mmguard.data.model import MultimodalBatch
 from mmguard.data.preprocessing import Standardizer
 from mmguard.data.splits import Splits
-from mmguard.downstream.model import DownstreamConfig
+from mmguard.downstream.model import Downstream, DownstreamConfig
+from mmguard.engine import Engine, Job
+from mmguard.engine.files import read_tree, write_tree
+from mmguard.engine.local import LocalEngine
 from mmguard.errors import SpecError
 from mmguard.eval.guard_eval import evaluate_guard, input_errors
 from mmguard.eval.stats import mean_std, paired_ratio
@@ -99,7 +112,6 @@ def guard_config(cfg: BenchConfig, name: str) -> dict[str, Any] | None:
     if cfg.drift is None or not cfg.drift.detector or (own and "drift" in own):
         return own
     return {**(own or {}), "drift": cfg.drift.detector}
-
 
 
 def check_guards(cfg: BenchConfig, splits: Splits) -> None:
@@ -179,13 +191,18 @@ def downstream_config(cfg: BenchConfig) -> DownstreamConfig:
         raise SpecError(f"bad downstream config: {exc.errors()[0]['msg']}") from None
 
 
+def downstream_modes(cfg: BenchConfig) -> tuple[str, ...]:
+    """The downstream models trained per seed (``clean_bn`` only for adaptation that needs it)."""
+    return ("clean", "peer") + (("clean_bn",) if cfg.drift is not None and cfg.drift.needs_bn else ())
+
+
 def downstream_unit(cfg: BenchConfig, ds_cfg: DownstreamConfig, seed: int, splits: Splits, st: Standardizer,
                     conds: dict[str, tuple[str, MultimodalBatch]], store: RunUnits, out: Path, log: Log,
                     streams: dict[str, Stream] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Downstream models of one seed (trained once, saved, reused on resume) and their baseline rows
     (with ``streams``: also the drift rows and the drift detector's delays and false alarms)."""
     key, directory = f"downstream/seed{seed}", out / "downstream" / f"seed{seed}"
-    modes = ("clean", "peer") + (("clean_bn",) if cfg.drift is not None and cfg.drift.needs_bn else ())
+    modes = downstream_modes(cfg)
     done = store.load(key)
     if done is not None:
         log(f"seed {seed}: downstream models already done (resumed)")
@@ -216,9 +233,83 @@ def baseline_unit(conds: dict[str, tuple[str, MultimodalBatch]]) -> dict[str, An
     return {label: {"origin": origin, "errors": input_errors(b, clean)} for label, (origin, b) in conds.items()}
 
 
+# ---------------------------------------------------------------------------- jobs (engines)
+@dataclass
+class BenchWork:
+    """What every (guard, seed) job of one run shares; an engine sends it to remote workers once."""
+
+    cfg: BenchConfig
+    splits: Splits
+    ds_cfg: DownstreamConfig
+    out: Path | None = None  # in-process jobs save their guard here; remote ones return its files
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass
+class SeedInputs:
+    """One seed's inputs, the same for every guard: standardiser, faulty batches, streams, models."""
+
+    st: Standardizer
+    conds: dict[str, tuple[str, MultimodalBatch]]
+    streams: dict[str, Stream] | None
+    models: dict[str, dict[str, Downstream]] | None
+
+
+_SEED_INPUTS: dict[tuple[str, int], SeedInputs] = {}  # this process's last seed (one entry: bounded memory)
+
+
+def _remember(work: BenchWork, seed: int, inputs: SeedInputs | None) -> None:
+    _SEED_INPUTS.clear()
+    if inputs is not None:
+        _SEED_INPUTS[(work.token, seed)] = inputs
+
+
+def seed_inputs(work: BenchWork, seed: int, ds_files: dict[str, bytes] | None = None) -> SeedInputs:
+    """The inputs of ``seed``: the ones this process made last, else rebuilt from the seed alone
+    (``ds_files``: the seed's downstream checkpoints, from :func:`~mmguard.engine.files.read_tree`)."""
+    hit = _SEED_INPUTS.get((work.token, seed))
+    if hit is not None:
+        return hit
+    cfg = work.cfg
+    st = Standardizer.fit(work.splits.train)
+    test_std = st.transform(work.splits.test)
+    streams = build_streams(cfg.drift, test_std, seed) if cfg.drift is not None else None
+    models = None
+    if cfg.downstream:
+        if ds_files is None:
+            raise SpecError(f"seed {seed}: the downstream models were not handed to the job")
+        with tempfile.TemporaryDirectory(prefix="mmguard-downstream-") as tmp:
+            write_tree(tmp, ds_files)
+            models = load_models(cfg.downstream, work.splits.train.specs, work.ds_cfg, Path(tmp),
+                                 downstream_modes(cfg))
+    inputs = SeedInputs(st, conditions(cfg, test_std, seed), streams, models)
+    _remember(work, seed, inputs)
+    return inputs
+
+
+def bench_job(work: BenchWork, name: str, seed: int, ds_files: dict[str, bytes] | None = None) -> dict[str, Any]:
+    """One (guard, seed) job: ``{"unit": metrics}``, plus ``"guard_files"`` (the fitted guard's
+    files) when the job runs away from the run directory (``work.out`` is None)."""
+    inp = seed_inputs(work, seed, ds_files)
+
+    def fit(guard_dir: Path) -> dict[str, Any]:
+        return run_unit(work.cfg, name, seed, work.splits, inp.conds, inp.st, guard_dir, inp.models, inp.streams)
+
+    if work.out is not None:
+        return {"unit": fit(work.out / "guards" / name / f"seed{seed}")}
+    with tempfile.TemporaryDirectory(prefix="mmguard-guard-") as tmp:
+        unit = fit(Path(tmp) / "guard")
+        return {"unit": unit, "guard_files": read_tree(Path(tmp) / "guard")}
+
+
 # ---------------------------------------------------------------------------- the run
-def run_bench(cfg: BenchConfig, splits: Splits, out_dir: str | Path, *, log: Log = print) -> dict[str, Any]:
-    """Run (or resume) the benchmark into ``out_dir``; returns the aggregated metrics."""
+def run_bench(cfg: BenchConfig, splits: Splits, out_dir: str | Path, *, log: Log = print,
+              engine: Engine | None = None) -> dict[str, Any]:
+    """Run (or resume) the benchmark into ``out_dir``; returns the aggregated metrics.
+
+    ``engine`` runs the (guard, seed) jobs (default: in this process, in order); it does not enter
+    the run's fingerprint, so a run started with one engine resumes with another.
+    """
     from mmguard.experiments.bench_report import render_report, write_plots
 
     out = Path(out_dir)
@@ -245,26 +336,41 @@ def run_bench(cfg: BenchConfig, splits: Splits, out_dir: str | Path, *, log: Log
     units: dict[str, dict[int, dict[str, Any]]] = {g: {} for g in cfg.guards}
     inputs: dict[int, dict[str, Any]] = {}
     ds_base: dict[int, Any] = {}
-    for seed in cfg.seeds:
-        conds = conditions(cfg, test_std, seed)
-        inputs[seed] = baseline_unit(conds)
-        models = None
-        streams = build_streams(cfg.drift, test_std, seed) if cfg.drift is not None else None
-        if cfg.downstream:
-            models, ds_base[seed] = downstream_unit(cfg, ds_cfg, seed, splits, st, conds, store, out, log, streams)
-        for name in cfg.guards:
-            key = f"{name}/seed{seed}"
-            unit = store.load(key)
-            if unit is not None:
-                units[name][seed] = unit
-                log(f"seed {seed}: {name} already done (resumed)")
-                continue
-            unit = run_unit(cfg, name, seed, splits, conds, st, out / "guards" / name / f"seed{seed}", models,
-                            streams)
-            store.save(key, unit)
+    engine = engine or LocalEngine()
+    work = BenchWork(cfg, splits, ds_cfg, out=out if engine.in_process else None)
+    shared = engine.share(work)
+
+    def jobs() -> Iterator[Job]:
+        """Per seed (lazily, so the local engine keeps one seed in memory): the inputs, the downstream
+        models, then a job for every guard not finished yet."""
+        for seed in cfg.seeds:
+            conds = conditions(cfg, test_std, seed)
+            inputs[seed] = baseline_unit(conds)
+            models, ds_files = None, None
+            streams = build_streams(cfg.drift, test_std, seed) if cfg.drift is not None else None
+            if cfg.downstream:
+                models, ds_base[seed] = downstream_unit(cfg, ds_cfg, seed, splits, st, conds, store, out, log,
+                                                        streams)
+            todo = [g for g in cfg.guards if not _resumed(store, units, g, seed, log)]
+            if engine.in_process:
+                _remember(work, seed, SeedInputs(st, conds, streams, models))
+            elif cfg.downstream and todo:
+                ds_files = engine.share(read_tree(out / "downstream" / f"seed{seed}"))
+            del conds, models, streams
+            for name in todo:
+                yield Job((name, seed), (shared, name, seed, ds_files))
+
+    try:
+        for (name, seed), result in engine.map(bench_job, jobs()):
+            if "guard_files" in result:  # a remote job: this process writes its guard, then the unit
+                write_tree(out / "guards" / name / f"seed{seed}", result["guard_files"], last="guard.json")
+            unit = result["unit"]
+            store.save(f"{name}/seed{seed}", unit)
             units[name][seed] = unit
-            log(f"seed {seed}: {name} fitted in {unit['fit_s']:.1f} s, evaluated on {len(conds)} conditions "
-                f"in {unit['eval_s']:.1f} s; " + _headline(unit))
+            log(f"seed {seed}: {name} fitted in {unit['fit_s']:.1f} s, evaluated on {len(unit['conditions'])} "
+                f"conditions in {unit['eval_s']:.1f} s; " + _headline(unit))
+    finally:
+        _remember(work, 0, None)
     metrics = aggregate(cfg, units, inputs)
     if cfg.downstream:
         drift_base = {s: ds_base[s].pop("_drift", None) for s in cfg.seeds}
@@ -282,6 +388,17 @@ def run_bench(cfg: BenchConfig, splits: Splits, out_dir: str | Path, *, log: Log
 
     atomic_write_text(out / "report.md", render_report(metrics))
     return metrics
+
+
+def _resumed(store: RunUnits, units: dict[str, dict[int, dict[str, Any]]], name: str, seed: int,
+             log: Log) -> bool:
+    """True (and the unit kept) when (``name``, ``seed``) was finished by an earlier run."""
+    unit = store.load(f"{name}/seed{seed}")
+    if unit is None:
+        return False
+    units[name][seed] = unit
+    log(f"seed {seed}: {name} already done (resumed)")
+    return True
 
 
 def _headline(unit: dict[str, Any]) -> str:

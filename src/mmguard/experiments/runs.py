@@ -10,11 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from mmguard.devices import resolve_device
 from mmguard.errors import CheckpointError
 from mmguard.eval.evaluate import LoadedRun
 from mmguard.io.checkpoint import read_json
 
-RUN_LOADERS: dict[str, Callable[[Path, dict[str, Any], str | None], LoadedRun]] = {}
+#: method -> loader(run_dir, config, data_dir, device): models on ``device``, outputs on the CPU
+RUN_LOADERS: dict[str, Callable[[Path, dict[str, Any], str | None, torch.device], LoadedRun]] = {}
 
 
 def register_run_loader(method: str):
@@ -25,7 +29,9 @@ def register_run_loader(method: str):
     return deco
 
 
-def load_run(run_dir: str | Path, data_dir: str | None = None) -> LoadedRun:
+def load_run(run_dir: str | Path, data_dir: str | None = None, *, device: str = "cpu") -> LoadedRun:
+    """The run's models (on ``device``: auto, cpu or cuda) and clean test split, via its protocol's loader."""
+    dev = resolve_device(device)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {str(run_dir)!r} does not exist")
@@ -39,7 +45,7 @@ def load_run(run_dir: str | Path, data_dir: str | None = None) -> LoadedRun:
         raise CheckpointError(
             f"{str(run_dir)!r}: unknown run method {method!r}; known: {sorted(RUN_LOADERS)}"
         )
-    return RUN_LOADERS[method](run_dir, config, data_dir)
+    return RUN_LOADERS[method](run_dir, config, data_dir, dev)
 
 
 def _import_loaders() -> None:

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from mmguard.data.preprocessing import Standardizer
 from mmguard.data.splits import Splits
@@ -24,17 +28,37 @@ from mmguard.io.checkpoint import read_json, write_json
 from mmguard.io.jsonio import jsonable
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def data_fingerprint(splits: Splits, st: Standardizer | None = None) -> str:
-    """Hash of split sizes, training statistics and validation/test value sums."""
-    st = st or splits.standardizer or Standardizer.fit(splits.train)
-    h = hashlib.sha256(json.dumps(splits.sizes(), sort_keys=True).encode())
-    for name in splits.train.names:
-        h.update(st.mean[name].double().numpy().tobytes())
-        h.update(st.std[name].double().numpy().tobytes())
-    for part in (splits.val, splits.test):
-        for name in part.names:
-            h.update(part.modalities[name].double().sum().numpy().tobytes())
-    return h.hexdigest()[:16]
+    """Hash of split sizes, training statistics and validation/test value sums.
+
+    Computed on one thread: multi-threaded float reductions differ in the last bits with the thread
+    count, and a run must resume with the same data whatever the thread count (a weld-twin bench
+    started with 1 thread was refused when resumed with 2). Raw splits get their statistics fitted
+    here, on one thread (``st`` is then not used); standardised splits (the protocols) hash their
+    own standardiser, so their fingerprint holds for one thread count only.
+    """
+    with _one_thread():
+        if not splits.standardized:
+            st = Standardizer.fit(splits.train)
+        st = st or splits.standardizer or Standardizer.fit(splits.train)
+        h = hashlib.sha256(json.dumps(splits.sizes(), sort_keys=True).encode())
+        for name in splits.train.names:
+            h.update(st.mean[name].double().numpy().tobytes())
+            h.update(st.std[name].double().numpy().tobytes())
+        for part in (splits.val, splits.test):
+            for name in part.names:
+                h.update(part.modalities[name].double().sum().numpy().tobytes())
+        return h.hexdigest()[:16]
 
 
 def fingerprint(config: dict[str, Any]) -> str:

@@ -117,8 +117,8 @@ class MmsslGuard(Guard):
         return self.model.detect(x.modalities)[1]  # type: ignore[union-attr,operator]
 
     def _transform(self, x: MultimodalBatch) -> dict[str, torch.Tensor]:
-        z, _, corrected = self.model.detect(x.modalities)  # type: ignore[union-attr,operator]
-        flagged = self.flags_of_standardised(x).any(1)
+        z, raw, corrected = self.model.detect(x.modalities)  # type: ignore[union-attr,operator]
+        flagged = self.flags_of_raw(raw).any(1)  # the gate on the same pass's scores (one encode)
         return decode(self.model.mmae, route(z, corrected, flagged))  # type: ignore[union-attr,arg-type]
 
     def _inference_module(self) -> nn.Module:

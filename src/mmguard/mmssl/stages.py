@@ -9,6 +9,12 @@
   the corrector, and every ablation train as members of one batched ensemble on latents
   encoded once (``corruption_draws`` corrupted draws of the training split, cycled per epoch).
 
+Data parallel (docs/distributed.md): inside a process group, stage 1 and the DAE split every
+minibatch over the ranks (their losses are row means; the DAE's corruption is drawn for the whole
+split each epoch, so it does not depend on the number of ranks). Stage 2 does not: its detector loss
+normalises by the batch's clean/faulty counts and its reconstruction term reads the first rows of a
+minibatch, so every rank trains it on the whole minibatch (same result as one process).
+
 Device: stage 1 runs on ``device`` (default: where the training split lives), stage 2 where the
 autoencoder lives; each split is moved there once and corrupted there (fault draws come from CPU
 generators, so every device sees the same faults). Modules are initialised on the CPU and moved,
@@ -315,6 +321,7 @@ def train_compute_block(
         optimizer=optimizer,
         grad_hook=grad_hook,
         after_step=block.corrector.project,
+        data_parallel=False,  # the detector loss normalises by per-batch counts: not a row mean
     )
     block.eval()
     for p in block.parameters():

@@ -46,7 +46,7 @@ def create_app(guard_dir: str | Path, settings: ServeSettings | None = None) -> 
     """
     settings = settings or ServeSettings()
     token = auth.resolve_token(settings)
-    service = GuardService(load_guard(guard_dir, device=settings.device), settings, token)
+    service = GuardService(load_guard(guard_dir, device=settings.device, precision=settings.precision), settings, token)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -87,6 +87,7 @@ def components(specs: tuple[ModalitySpec, ...], max_batch: int, max_drift: int, 
                  "properties": {"kind": {"type": "string"}, "capabilities": {"type": "object"},
                                 "modalities": {"type": "array", "items": {"type": "object"}},
                                 "backend": {"type": "string", "enum": ["torch", "onnx"]},
+                                "precision": {"type": "string", "enum": ["fp32", "bf16"]},
                                 "limits": {"type": "object"}}},
     }
 

@@ -77,6 +77,7 @@ class GuardService:
             "mmguard_version": mmguard.__version__,
             "torch_version": torch.__version__.split("+")[0],
             "device": str(g.device),
+            "precision": g.precision,
             "backend": self.settings.backend,
             "false_alarm_rate": g.config.false_alarm_rate,
             "score_threshold": 1.0,

@@ -25,6 +25,8 @@ class ServeSettings(BaseModel):
     port: int = Field(8000, ge=0, le=65535, description="TCP port")
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes (each loads its own guard)")
     device: str = Field("cpu", description="torch device of the guard: auto, cpu or cuda")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="torch backend: fp32, or bf16 autocast of the "
+                                               "guard's forward passes (calibration stays fp32; docs/devices.md)")
     token_file: Path | None = Field(None, description="file holding the bearer token")
     token: SecretStr | None = Field(None, description="the bearer token itself (overrides token_file)")
     max_batch: int = Field(256, ge=1, le=1_000_000, description="samples per request")
@@ -59,6 +61,8 @@ class ServeSettings(BaseModel):
             path = getattr(settings, name)
             if path is not None and not path.is_file():
                 raise SpecError(f"serve: --{name.replace('_', '-')} {str(path)!r} is not a file")
+        if settings.precision != "fp32" and settings.backend != "torch":
+            raise SpecError("serve: --precision bf16 needs --backend torch (the ONNX graph is float32)")
         if settings.onnx_model is not None and settings.backend != "onnx":
             raise SpecError("serve: --onnx-model needs --backend onnx")
         if settings.onnx_model is not None and not settings.onnx_model.is_file():

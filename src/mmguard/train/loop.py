@@ -35,6 +35,23 @@ Precision (docs/devices.md): ``loss_fn`` and ``val_fn`` — the forward passes �
 :func:`mmguard.devices.use_precision`, ``fp32`` by default: no autocast at all). Their losses are
 cast to float32 before they are summed and compared; backward, ``grad_hook``, the optimizer step
 and ``after_step`` run outside autocast on the float32 parameters (bf16 needs no gradient scaler).
+
+Data parallel (issue #13, docs/distributed.md "Data-parallel training"): when a ``torch.distributed``
+process group with W > 1 ranks is initialised and ``data_parallel`` is true, every rank draws the same
+seeded minibatch orders, takes its contiguous share of each global minibatch
+(:func:`mmguard.train.distributed.shard_bounds`) and of the validation split, and before every optimizer
+step (main and phases) the gradients of the parameters that step updates are replaced by
+``Σ_r (b_r / B) · grad_r`` — the gradient of the global-batch mean, also for an uneven last batch.
+Validation and training losses are combined the same way, so every rank keeps the same best states and
+stops at the same epoch; ``grad_hook`` and ``after_step`` see the combined gradients. Rank 0's initial
+parameters and buffers are broadcast first, and floating buffers (batch-norm statistics) after every
+step. The result equals single-process training up to float rounding when ``loss_fn`` and ``val_fn`` are
+means over the minibatch rows plus terms that do not depend on the rows (weight penalties); a loss that
+normalises by batch-dependent counts or uses only the first rows of a minibatch passes
+``data_parallel=False`` and every rank trains on the whole batch (same result, no speed-up). Random
+draws belong in the data (drawn for the whole split from seeded CPU generators, as the corruption
+draws are), never in ``loss_fn``, so they do not depend on W. Without a process group (W = 1) the loop
+runs exactly the code it ran before.
 """
 
 from __future__ import annotations
@@ -46,6 +63,7 @@ import torch
 from torch import nn
 
 from mmguard.devices import autocast
+from mmguard.train import distributed
 from mmguard.train.ensemble import member_generator, where_members
 
 Batch = dict[str, torch.Tensor]
@@ -120,12 +138,17 @@ def train_ensemble(
     grad_hook: Callable[[], None] | None = None,
     precision: str | None = None,
     phases: Sequence[Phase] = (),
+    data_parallel: bool = True,
 ) -> TrainResult:
-    """Train ``model`` (G members) and restore each member's best-validation state."""
+    """Train ``model`` (G members) and restore each member's best-validation state.
+
+    ``data_parallel``: split each minibatch over the ranks of an initialised process group (see the
+    module docstring); False, or no process group, trains on whole minibatches in every process."""
     val_fn = val_fn or loss_fn
     first = next(iter(train_data.values()))
     device, n = first.device, first.shape[1]
     member_stream = member_stream.long().to(device)
+    rank, world = distributed.world() if data_parallel else (0, 1)
 
     def forward(fn: Callable[[nn.Module, Batch], torch.Tensor], batch: Batch) -> torch.Tensor:
         with autocast(device, precision):
@@ -143,16 +166,54 @@ def train_ensemble(
         for ph in phases
     ]
     every_opt = [*phase_opts, opt]
+    g = member_stream.shape[0]
 
     def zero_grad() -> None:
         for o in every_opt:
             o.zero_grad(set_to_none=True)
 
+    def backward(fn: Callable[[nn.Module, Batch], torch.Tensor], batch: Batch, rows: int,
+                 stepped: Sequence[nn.Parameter]) -> torch.Tensor:
+        """Each member's loss on the global minibatch of ``rows`` rows (G,), its gradient in ``stepped``.
+
+        W = 1: the plain forward and backward. W > 1: this rank's shard (``batch``), then the
+        shard-size-weighted sum of gradients and losses over the ranks (docs in the module)."""
+        if world == 1:
+            losses = forward(fn, batch)
+            zero_grad()
+            losses.sum().backward()
+            return losses.detach()
+        local = next(iter(batch.values())).shape[1]
+        zero_grad()
+        part = torch.zeros(g, device=device)
+        if local > 0:  # a rank whose share of a short last minibatch is empty computes nothing
+            losses = forward(fn, batch)
+            losses.sum().backward()
+            part = losses.detach() * local
+        return distributed.reduce_gradients(stepped, local / rows, part) / rows
+
+    def after_update() -> None:
+        if world > 1 and sync_buffers:
+            distributed.broadcast_state(model, buffers_only=True)
+
     gens = [member_generator(s, order_stream) for s in stream_seeds]
     val_batch = full_stream_batch(val_data, member_stream)
+    n_val = next(iter(val_batch.values())).shape[1]
+    if world > 1:
+        lo, hi = distributed.shard_bounds(n_val, rank, world)
+        val_batch = {k: v[:, lo:hi] for k, v in val_batch.items()}
+        distributed.broadcast_state(model)  # every rank starts from rank 0's state (DDP semantics)
+    sync_buffers = world > 1 and distributed.has_floating_buffers(model)
+
+    def validate() -> torch.Tensor:
+        if world == 1:
+            return forward(val_fn, val_batch).detach()
+        local = next(iter(val_batch.values())).shape[1]
+        part = forward(val_fn, val_batch).detach() * local if local > 0 else torch.zeros(g, device=device)
+        return distributed.reduce_mean(part, n_val)
 
     with torch.no_grad():
-        best_val = forward(val_fn, val_batch).detach().clone()
+        best_val = validate().clone()
     g = best_val.shape[0]
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     best_epoch = torch.zeros(g, dtype=torch.long, device=device)
@@ -167,27 +228,29 @@ def train_ensemble(
         epoch_loss = torch.zeros(g, device=device)
         phase_loss = torch.zeros(len(phases), g, device=device)
         for start in range(0, n, batch_size):
-            batch = gather_stream_batch(train_data, member_stream, orders[:, start : start + batch_size])
-            rows = batch[next(iter(batch))].shape[1]
+            index = orders[:, start : start + batch_size]
+            rows = index.shape[1]  # the global minibatch: the same rows for every W
+            if world > 1:
+                lo, hi = distributed.shard_bounds(rows, rank, world)
+                index = index[:, lo:hi]
+            batch = gather_stream_batch(train_data, member_stream, index)
             for i, (ph, ph_opt) in enumerate(zip(phases, phase_opts, strict=True)):
                 for _ in range(ph.steps):
-                    ph_losses = forward(ph.loss_fn, batch)
-                    zero_grad()
-                    ph_losses.sum().backward()
+                    ph_losses = backward(ph.loss_fn, batch, rows, ph.parameters)
                     ph_opt.step()
-                    phase_loss[i] += ph_losses.detach() * rows / ph.steps
-            losses = forward(loss_fn, batch)
-            zero_grad()
-            losses.sum().backward()
+                    after_update()
+                    phase_loss[i] += ph_losses * rows / ph.steps
+            losses = backward(loss_fn, batch, rows, params)
             if grad_hook is not None:
                 grad_hook()
             opt.step()
+            after_update()
             if after_step is not None:
                 after_step()
-            epoch_loss += losses.detach() * rows
+            epoch_loss += losses * rows
         model.eval()
         with torch.no_grad():
-            val = forward(val_fn, val_batch).detach()
+            val = validate()
         improved = val < best_val
         state = model.state_dict()
         best_state = where_members(improved, state, best_state)

@@ -12,6 +12,9 @@ Robustness:
 * ``<out>.parts/manifest.json`` records the generation arguments; rerunning the same command
   after an interruption reuses the shards already written and simulates only the missing
   episodes; rerunning with different arguments is refused unless ``force`` starts over;
+* with a remote engine (``engine``, e.g. Ray: :mod:`mmguard.engine`) each episode is one job that
+  returns the simulated (and validated) arrays; this process writes the shard, so the workers need
+  no shared filesystem, and the file is the same as the in-process one;
 * the shards are merged in episode order into a temporary file beside ``out``, which is
   then renamed onto ``out`` — a crash never leaves a half-written ``out`` — and the parts
   folder is removed.
@@ -28,7 +31,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +40,9 @@ from mmguard.io.atomic import atomic_write
 from mmguard.io.jsonio import jsonable
 from mmguard.seeding import derive_seed
 from mmguard.twin.interface import SCENES, CameraConfig, Episode
+
+if TYPE_CHECKING:
+    from mmguard.engine import Engine
 
 FORMAT = "mmguard-twin"
 FORMAT_VERSION = 1
@@ -235,6 +241,29 @@ def _run_task(task: _Task) -> int:
     return task.episode
 
 
+def simulate_job(simulate: SimulateFn, scene: str, episode: int, seed: int, steps: int,
+                 camera: CameraConfig) -> Episode:
+    """One episode as an engine job: simulated and validated where the job runs, returned to be written."""
+    ep = simulate(scene, seed, steps, camera)
+    validate_episode(ep, scene, steps, camera, f"episode {episode} (seed {seed})")
+    return ep
+
+
+def _run_remote(engine: Engine, todo: list[_Task], advance: Callable[[], None]) -> None:
+    """Simulate ``todo`` as jobs of ``engine``; write each shard here as its episode arrives."""
+    from mmguard.engine import Job
+
+    tasks = {t.episode: t for t in todo}
+    jobs = (Job(t.episode, (t.simulate, t.scene, t.episode, t.seed, t.steps, t.camera)) for t in todo)
+    for episode, ep in engine.map(simulate_job, jobs):
+        task = tasks[episode]
+        try:
+            write_shard(task.path, ep, episode=task.episode, seed=task.seed)
+        except OSError as exc:
+            raise DataError(f"cannot write {str(task.path)!r}: {exc.strerror or exc}") from None
+        advance()
+
+
 def shard_is_complete(path: Path, *, episode: int, seed: int, steps: int) -> bool:
     """True when ``path`` opens and holds episode ``episode`` with ``seed`` and ``steps`` steps."""
     import h5py
@@ -426,6 +455,7 @@ def generate(
     simulate: SimulateFn | None = None,
     *,
     force: bool = False,
+    engine: Engine | None = None,
 ) -> Path:
     """Simulate ``episodes`` episodes of ``steps`` steps of ``scene`` and write them to the HDF5 file ``out``.
 
@@ -433,7 +463,9 @@ def generate(
     value. An interrupted run leaves ``<out>.parts/``; the same call again resumes from it.
     ``force`` discards a ``<out>.parts/`` left by a run with different arguments. ``simulate``
     replaces :func:`mmguard.twin.episode.simulate_episode` (a top-level function, so workers can
-    import it). Returns the path written.
+    import it). ``engine`` (:mod:`mmguard.engine`): a remote engine such as Ray simulates the
+    episodes as its jobs instead (``workers`` is then unused); the file is the same. Returns the
+    path written.
     """
     out = Path(out).expanduser()
     camera = CameraConfig() if camera is None else camera
@@ -455,13 +487,20 @@ def generate(
     done = episodes - len(todo)
     if progress is not None:
         progress(done, episodes)
+
+    def advance() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, episodes)
+
     try:
-        if workers == 1 or len(todo) <= 1:
+        if engine is not None and not engine.in_process:
+            _run_remote(engine, todo, advance)
+        elif workers == 1 or len(todo) <= 1:
             for task in todo:
                 _run_task(task)
-                done += 1
-                if progress is not None:
-                    progress(done, episodes)
+                advance()
         else:
             import multiprocessing
 
@@ -469,9 +508,7 @@ def generate(
             # On an error or Ctrl-C, leaving the block terminates and joins the workers.
             with ctx.Pool(processes=min(workers, len(todo)), initializer=_ignore_sigint) as pool:
                 for _ in pool.imap_unordered(_run_task, todo):
-                    done += 1
-                    if progress is not None:
-                        progress(done, episodes)
+                    advance()
     finally:
         for stale in parts.glob(".*.tmp"):  # shards cut short by a failure elsewhere; finished ones stay
             stale.unlink(missing_ok=True)

@@ -17,19 +17,24 @@ from mmguard.experiments.emma.experiment import load_splits
 from mmguard.experiments.runs import register_run_loader
 
 
-def _predictor(model: torch.nn.Module, names: tuple[str, ...]):
+def _predictor(model: torch.nn.Module, names: tuple[str, ...], device: torch.device):
+    """Logits (S, N, K) on the CPU of a standardised batch, computed on ``device`` (EMMA stays fp32)."""
+    model = model.to(device)
+
     @torch.no_grad()
     def predict(batch: MultimodalBatch) -> torch.Tensor:
         members = next(p for p in model.parameters()).shape[0]
-        xs = [batch.modalities[n].unsqueeze(0).expand(members, *batch.modalities[n].shape) for n in names]
+        xs = [batch.modalities[n].to(device).unsqueeze(0).expand(members, *batch.modalities[n].shape)
+              for n in names]
         res = model(xs)
-        return res[0] if isinstance(res, tuple) else res
+        return (res[0] if isinstance(res, tuple) else res).cpu()
 
     return predict
 
 
 @register_run_loader("emma")
-def load_emma_run(run_dir: Path, config: dict[str, Any], data_dir: str | None) -> LoadedRun:
+def load_emma_run(run_dir: Path, config: dict[str, Any], data_dir: str | None,
+                  device: torch.device = torch.device("cpu")) -> LoadedRun:
     cfg = run_config(run_dir, config, EmmaRunConfig, {"data_dir": data_dir} if data_dir is not None else None)
     splits = load_splits(cfg)
     check_preprocessing(run_dir, splits, cfg.dataset)
@@ -41,7 +46,7 @@ def load_emma_run(run_dir: Path, config: dict[str, Any], data_dir: str | None) -
         if not d.is_dir():
             continue
         model, mcfg, _ = load_model(d)
-        models[role] = _predictor(model, names)
+        models[role] = _predictor(model, names, device)
         thr = mcfg.get("thresholds", {}).get(rule)
         thresholds[role] = torch.tensor(thr) if thr is not None else None
     if not models:

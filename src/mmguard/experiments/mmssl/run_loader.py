@@ -70,7 +70,8 @@ def make_evaluator(seeds: dict[int, MmsslModels]):
 
 
 @register_run_loader("mmssl")
-def load_mmssl_run(run_dir: Path, config: dict[str, Any], data_dir: str | None) -> LoadedRun:
+def load_mmssl_run(run_dir: Path, config: dict[str, Any], data_dir: str | None,
+                   device: torch.device = torch.device("cpu")) -> LoadedRun:
     overrides = None
     if data_dir is not None and "data" in config:
         overrides = {"data": str(Path(data_dir) / Path(str(config["data"]).removeprefix("twin:")).name)}
@@ -82,7 +83,7 @@ def load_mmssl_run(run_dir: Path, config: dict[str, Any], data_dir: str | None) 
         d = run_dir / "models" / f"seed{seed}"
         if not d.is_dir():
             raise CheckpointError(f"{str(run_dir)!r} lacks the models of seed {seed} ({str(d)!r})")
-        seeds[seed] = MmsslModels.load(d)
+        seeds[seed] = MmsslModels.load(d).to(device)  # inputs follow the models; outputs come back on CPU
     return LoadedRun(
         method="mmssl",
         config=config,
