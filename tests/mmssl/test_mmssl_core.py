@@ -405,7 +405,7 @@ def _models(xs: dict[str, torch.Tensor]) -> MmsslModels:
     dae = _frozen_ae(1)
     ccfg = ComputeConfig(detector_hidden=16, embedding_dim=4, corrector_hidden=[16], lipschitz_bound=0.9)
     settings_ = variant_settings(VARIANTS, ccfg)
-    block = ComputeBlock([3, 4, 5, 6], 8, 2, detector_hidden=16, embedding=4, corrector_hidden=[16],
+    block = ComputeBlock([3, 4, 5, 6, 7], 8, 2, detector_hidden=16, embedding=4, corrector_hidden=[16],
                          bound=0.9, contract=settings_["contract"])
     block.eval()
     for p in block.parameters():
@@ -437,7 +437,7 @@ def test_end_to_end_exact_bypass_and_routing() -> None:
     assert bool((s == models.thresholds.unsqueeze(1)).any(1).all())  # boundary samples exist
     assert torch.equal(det["scores"], scores[0]) and torch.equal(det["sample_score"], s[0])
     assert set(out) == {"mmae", "dae", "mmssl", "mmssl_no_amplification", "mmssl_no_renormalization",
-                        "mmssl_no_contraction", "mmssl_no_routing", "mmssl_oracle_routing"}
+                        "mmssl_no_contraction", "mmssl_clip_only", "mmssl_no_routing", "mmssl_oracle_routing"}
     for n, x in xs.items():
         for model in out:
             assert out[model][n].shape == x.shape
@@ -697,13 +697,14 @@ def test_contrastive_loss_faulty_beyond_margin_has_no_gradient_and_member_mask()
 def test_variant_settings() -> None:
     cfg = ComputeConfig(gamma=4.0, renormalize=True, clip_tau=1.5)
     s = variant_settings(VARIANTS, cfg)
-    assert VARIANTS == ("full", "no_amplification", "no_renormalization", "no_contraction")
+    assert VARIANTS == ("full", "no_amplification", "no_renormalization", "no_contraction", "clip_only")
     assert s["gamma"].dtype == torch.float64 and s["clip_tau"].dtype == torch.float64
     assert s["renormalize"].dtype == torch.bool and s["contract"].dtype == torch.bool
-    assert s["gamma"].tolist() == [4.0, 1.0, 4.0, 4.0]
-    assert s["renormalize"].tolist() == [True, True, False, True]
-    assert s["clip_tau"].tolist() == [1.5, 1.5, 1.5, INF]
-    assert s["contract"].tolist() == [True, True, True, False]
+    assert s["gamma"].tolist() == [4.0, 1.0, 4.0, 4.0, 4.0]
+    assert s["renormalize"].tolist() == [True, True, False, True, True]
+    # clip_only (the paper's literal corrector): clipped at tau, but no spectral projection
+    assert s["clip_tau"].tolist() == [1.5, 1.5, 1.5, INF, 1.5]
+    assert s["contract"].tolist() == [True, True, True, False, False]
     s2 = variant_settings(["no_contraction", "full"], ComputeConfig(renormalize=False, clip_tau=None))
     assert s2["renormalize"].tolist() == [False, False]
     assert s2["clip_tau"].tolist() == [INF, INF]

@@ -250,3 +250,20 @@ def test_load_errors(tmp_path: Path):
     with pytest.raises(CheckpointError) as info:
         MmsslGuard.load(d)
     one_line(info.value, "emma", "mmssl")
+
+
+def test_paper_literal_corrector_clips_but_may_expand(fitted):
+    """``corrector: clip_only`` trains the compute block without the spectral projection (issue #11):
+    the full guard's corrector is a contraction (bound below 1), the literal one's bound is not capped."""
+    guard, splits, _ = fitted
+    literal = MmsslGuard(CONFIG.model_copy(update={"corrector": "clip_only"}))
+    literal.fit(splits, seed=0)
+    full_bound = float(guard.model.block.corrector.lipschitz_upper_bound().max())
+    literal_bound = float(literal.model.block.corrector.lipschitz_upper_bound().max())
+    assert full_bound < 1.0
+    assert literal_bound > full_bound
+    fixed = literal.transform(_faulty(splits.test))
+    assert fixed.names == splits.test.names and all(
+        bool(torch.isfinite(fixed.modalities[n]).all()) for n in fixed.names)
+    with pytest.raises(SpecError, match="corrector"):
+        MmsslGuard({**CONFIG.model_dump(), "corrector": "projection_only"})

@@ -21,7 +21,7 @@ when the modalities' detector scores share a scale.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -44,6 +44,9 @@ class MmsslConfig(GuardConfig):
     autoencoder: AutoencoderConfig = Field(default_factory=AutoencoderConfig)
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
     train_faults: dict[str, Any] | None = None
+    #: ``full``: the strict contraction (spectral projection + clipping, docs/mmssl.md); ``clip_only``:
+    #: the paper's literal corrector, gradient clipping only (issue #11)
+    corrector: Literal["full", "clip_only"] = "full"
 
 
 class MmsslModule(nn.Module):
@@ -103,7 +106,7 @@ class MmsslGuard(Guard):
         spec = load_spec(cfg.train_faults) if cfg.train_faults is not None else training_spec(train)
         compute = cfg.compute.model_copy(update={"false_alarm_rate": cfg.false_alarm_rate})
         mmae, r1 = train_autoencoder(train, val, cfg.autoencoder, seed=seed)
-        comp = train_compute_block(mmae, train, val, spec, compute, seed=seed, variants=("full",))
+        comp = train_compute_block(mmae, train, val, spec, compute, seed=seed, variants=(cfg.corrector,))
         module = MmsslModule(self.specs, cfg.autoencoder, compute)
         module.mmae.load_state_dict(mmae.state_dict())
         module.block.load_state_dict(comp.block.state_dict())

@@ -44,7 +44,10 @@ from mmguard.seeding import derive_seed
 from mmguard.train.loop import TrainResult, train_ensemble
 
 CHUNK = 512
-VARIANTS = ("full", "no_amplification", "no_renormalization", "no_contraction")
+#: the full model (strict contraction: spectral projection + gradient clipping) and its ablations;
+#: ``clip_only`` is the paper's literal corrector (issue #11): gradient clipping at τ, no spectral
+#: projection, so the corrector may expand
+VARIANTS = ("full", "no_amplification", "no_renormalization", "no_contraction", "clip_only")
 
 
 class _Single(nn.Module):
@@ -179,7 +182,7 @@ def variant_settings(variants: Sequence[str], cfg: ComputeConfig) -> dict[str, t
         gamma.append(1.0 if v == "no_amplification" else cfg.gamma)
         renorm.append(cfg.renormalize and v != "no_renormalization")
         tau.append(inf if (v == "no_contraction" or cfg.clip_tau is None) else cfg.clip_tau)
-        contract.append(v != "no_contraction")
+        contract.append(v not in ("no_contraction", "clip_only"))
     return {
         "gamma": torch.tensor(gamma, dtype=torch.float64),
         "renormalize": torch.tensor(renorm),
