@@ -50,6 +50,7 @@ bench: venv
 
 # The MMSSL paper's table 1 (issue #14): both twins, 8 guards x 5 seeds, as Ray tasks on this
 # machine's CPUs (ENGINE=local runs them in this process); resumes a killed run. docs/results/table1.md
+# Weld: camera + the 62-d kinematics, as the MMSSL protocol (its file also holds per-robot copies).
 TABLE1_TWINS ?= /tmp/twins
 TABLE1_OUT ?= runs
 ENGINE ?= ray
@@ -59,7 +60,9 @@ table1: venv
 	$(VENV)/bin/mmguard twin generate --scene arm --episodes 60 --steps 100 --seed 1 --workers 2 --out $(TABLE1_TWINS)/arm.h5
 	$(VENV)/bin/mmguard twin generate --scene weld --episodes 60 --steps 100 --seed 0 --workers 2 --out $(TABLE1_TWINS)/weld.h5
 	for scene in arm weld; do \
-	  $(VENV)/bin/mmguard bench --data twin:$(TABLE1_TWINS)/$$scene.h5 --guards $(TABLE1_GUARDS) --seeds 5 \
+	  data="twin:$(TABLE1_TWINS)/$$scene.h5"; \
+	  if [ $$scene = weld ]; then data="$$data?modalities=camera,kinematics"; fi; \
+	  $(VENV)/bin/mmguard bench --data "$$data" --guards $(TABLE1_GUARDS) --seeds 5 \
 	    --out $(TABLE1_OUT)/t1-$$scene --engine $(ENGINE) || exit $$?; \
 	  $(VENV)/bin/mmguard mmssl table1 $(TABLE1_OUT)/t1-$$scene --out $(TABLE1_OUT)/t1-$$scene/table1.md || exit $$?; \
 	done
