@@ -138,9 +138,14 @@ def test_weld_and_depth(tmp_path: Path) -> None:
     out = generate("weld", 3, 5, tmp_path / "w.h5", camera=CameraConfig(8, 8, depth=True),
                    simulate=fake_simulate)
     batch = load_twin(out, target="phase")
-    assert batch.names == ("camera", "kinematics", "depth", "kinematics_r0", "kinematics_r1")
+    # by default the per-robot copies stay out: kinematics already holds both robots' sensors
+    assert batch.names == ("camera", "kinematics", "depth")
     assert batch.spec("depth").shape == (1, 8, 8) and batch.spec("kinematics").shape == (14,)
-    assert batch.spec("kinematics_r1").channels[0] == "q0" and batch.target.dtype == torch.int64
+    assert batch.target.dtype == torch.int64
+    robots = load_twin(out, target="phase", modalities=["camera", "kinematics_r0", "kinematics_r1"])
+    assert robots.names == ("camera", "kinematics_r0", "kinematics_r1")
+    assert robots.spec("kinematics_r1").channels[0] == "q0"
+    assert robots.spec("kinematics_r0").shape[0] + robots.spec("kinematics_r1").shape[0] == 14
 
 
 # ------------------------------------------------------------------------------------ determinism

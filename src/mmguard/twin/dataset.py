@@ -81,6 +81,16 @@ def _modality_names(f) -> list[str]:
     return [k for k, v in f.items() if isinstance(v, h5py.Dataset)]
 
 
+def default_modalities(available: Sequence[str]) -> list[str]:
+    """The modalities a twin file loads by default: all, except the per-robot copies
+    ``kinematics_r<k>`` when the combined ``kinematics`` is there too (a weld file holds the same
+    sensors twice; loading both would count each kinematic error twice and hide a fault of one copy
+    in the other). Ask for the per-robot copies by name (``modalities=camera,kinematics_r0,...``)."""
+    if "kinematics" not in available:
+        return list(available)
+    return [n for n in available if not (n.startswith("kinematics_r") and n[len("kinematics_r"):].isdigit())]
+
+
 def _episode_rows(episodes: Iterable[int] | None, total: int, steps: int, where: str) -> list[slice]:
     """Row slices covering ``episodes`` (sorted, unique), adjacent episodes merged into one slice."""
     if episodes is None:
@@ -119,14 +129,14 @@ def load_twin(
 
     ``target`` is ``quality`` (binary, int64), ``seam_distance`` (float32, metres), ``phase``
     (int64 index into the file's ``phase_names``) or None. ``modalities`` keeps only those
-    (default: all, in file order); ``episodes`` keeps only those episodes, reading just their rows.
+    (default: :func:`default_modalities`, in file order — a weld file's per-robot copies only by name); ``episodes`` keeps only those episodes, reading just their rows.
     ``tasks`` names further targets carried as ``meta["task:<name>"]`` (downstream tasks of
     ``mmguard bench --downstream``).
     """
     with open_twin(path) as f:
         where = str(Path(path).expanduser())
         available = _modality_names(f)
-        names = list(available) if modalities is None else list(modalities)
+        names = default_modalities(available) if modalities is None else list(modalities)
         if not names:
             raise SpecError(f"{where}: no modalities selected")
         for name in names:
