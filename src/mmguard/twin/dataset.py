@@ -129,7 +129,8 @@ def load_twin(
 
     ``target`` is ``quality`` (binary, int64), ``seam_distance`` (float32, metres), ``phase``
     (int64 index into the file's ``phase_names``) or None. ``modalities`` keeps only those
-    (default: :func:`default_modalities`, in file order — a weld file's per-robot copies only by name); ``episodes`` keeps only those episodes, reading just their rows.
+    (default: :func:`default_modalities`, in file order — a weld file's per-robot copies only by
+    name); ``episodes`` keeps only those episodes, reading just their rows.
     ``tasks`` names further targets carried as ``meta["task:<name>"]`` (downstream tasks of
     ``mmguard bench --downstream``).
     """
