@@ -14,6 +14,8 @@ One process, one thread (``--threads``), everything measured in the same run:
   ``foreach_adam`` / ``fused_adam`` (multi-tensor or fused Adam instead of torch's per-parameter CPU default),
   ``compiled`` (``torch.compile``, inductor; ``--no-compile`` skips it), and eager at larger batches
   (a hyperparameter: shown for the ceiling, not used by the protocol);
+* **inference** — the autoencoder's forward pass at batch 256 with the image decoder on NCHW and on
+  channels-last activations (interleaved, twice each);
 * **the training loop itself** — ``mmguard.mmssl.stages.train_autoencoder`` for ``--epochs`` epochs on
   4,200 random twin-shaped samples (the protocol's training split size), validation passes included.
 
@@ -146,6 +148,18 @@ def main() -> None:
             print(f"compiled: not available ({rows[-1]['error']})")
     rows += [measure("eager", b) for b in (128, 256)]
 
+    inference = []
+    torch.manual_seed(0)
+    net = MultimodalAutoencoder(specs, cfg).eval()
+    big = {k: v[:256] for k, v in twin_like(256, seed=3).modalities.items()}
+    for layout in ("nchw", "channels_last", "nchw", "channels_last"):  # interleaved: load drifts hit both
+        autoencoder.CHANNELS_LAST_DECODER = layout == "channels_last"
+        with torch.no_grad():
+            t = best_time(lambda: net(big), args.repeats)
+        inference.append({"decoder_layout": layout, "batch": 256, "ms": 1e3 * t, "samples_per_s": 256 / t})
+        print(f"inference, decoder {layout:<13} batch 256: {1e3 * t:7.1f} ms ({256 / t:,.0f} samples/s)", flush=True)
+    autoencoder.CHANNELS_LAST_DECODER = True
+
     train, val = twin_like(args.loop_samples, seed=1), twin_like(max(64, args.loop_samples * 3 // 14), seed=2)
     loop_cfg = cfg.model_copy(update={"epochs": args.epochs, "patience": None})
     t0 = time.perf_counter()
@@ -160,7 +174,7 @@ def main() -> None:
     result = {"threads": args.threads, "torch": torch.__version__,
               "machine": platform.processor() or platform.machine(),
               "matmul_n": args.matmul, "matmul_gflops": peak, "flops_per_training_sample": per_sample,
-              "steps": rows, "training_loop": loop}
+              "steps": rows, "inference": inference, "training_loop": loop}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {args.out}")

@@ -96,8 +96,9 @@ class ImageDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = torch.relu(self.fc(z)).view(z.shape[0], *self.grid)
         if CHANNELS_LAST_DECODER:
-            # same values, other memory layout: oneDNN's transposed convolutions are ~1.6x faster on
-            # NHWC inputs on CPU (benchmarks/README.md, "Stage-1 FLOP utilisation"); contiguous out
+            # same values, other memory layout: oneDNN's transposed convolutions are faster on NHWC
+            # inputs on CPU (whole forward pass 1.31x at batch 256; benchmarks/README.md, "Stage-1 FLOP
+            # utilisation"); contiguous out
             return self.deconv(h.contiguous(memory_format=torch.channels_last)).contiguous()
         return self.deconv(h)
 
