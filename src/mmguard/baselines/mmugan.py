@@ -65,7 +65,7 @@ from mmguard.data.model import ModalityKind, ModalitySpec, MultimodalBatch
 from mmguard.faults import FaultSpec, load_spec
 from mmguard.faults.scenarios import training_spec
 from mmguard.guard import Guard, GuardConfig, register_guard
-from mmguard.mmssl.autoencoder import ImageEncoder, VectorDecoder
+from mmguard.mmssl.autoencoder import ImageEncoder, VectorDecoder, decoder_stem
 from mmguard.mmssl.config import AutoencoderConfig
 from mmguard.train.loop import Batch, Phase
 
@@ -105,12 +105,7 @@ class UNetImageDecoder(nn.Module):
 
     def __init__(self, shape: Sequence[int], channels: Sequence[int], latent: int) -> None:
         super().__init__()
-        c, h, w = (int(v) for v in shape)
-        factor = 2 ** len(channels)
-        rev = list(channels)[::-1]
-        self.grid = (rev[0], h // factor, w // factor)
-        self.fc = nn.Linear(latent, rev[0] * (h // factor) * (w // factor))
-        outs = rev[1:] + [c]
+        self.grid, self.fc, rev, outs = decoder_stem(shape, channels, latent)
         self.up = nn.ModuleList(nn.ConvTranspose2d(2 * a, b, 4, 2, 1) for a, b in zip(rev, outs, strict=True))
 
     def forward(self, z: torch.Tensor, skips: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -75,18 +75,24 @@ class DenseImageEncoder(nn.Module):
 CHANNELS_LAST_DECODER = True
 
 
+def decoder_stem(shape: Sequence[int], channels: Sequence[int], latent: int
+                 ) -> tuple[tuple[int, int, int], nn.Linear, list[int], list[int]]:
+    """The mirror of :class:`ImageEncoder` up to its deepest grid: that grid (C, H', W'), the Linear
+    from the latent to it, and the (in, out) channel counts of the upsampling blocks that follow."""
+    c, h, w = (int(v) for v in shape)
+    factor = 2 ** len(channels)
+    rev = list(channels)[::-1]
+    grid = (rev[0], h // factor, w // factor)
+    return grid, nn.Linear(latent, grid[0] * grid[1] * grid[2]), rev, rev[1:] + [c]
+
+
 class ImageDecoder(nn.Module):
     """Linear to the smallest feature grid, then ConvTranspose2d(k4, s2, p1) blocks (mirror)."""
 
     def __init__(self, shape: Sequence[int], channels: Sequence[int], latent: int) -> None:
         super().__init__()
-        c, h, w = (int(v) for v in shape)
-        factor = 2 ** len(channels)
-        rev = list(channels)[::-1]
-        self.grid = (rev[0], h // factor, w // factor)
-        self.fc = nn.Linear(latent, rev[0] * (h // factor) * (w // factor))
+        self.grid, self.fc, rev, outs = decoder_stem(shape, channels, latent)
         layers: list[nn.Module] = []
-        outs = rev[1:] + [c]
         for i, (a, b) in enumerate(zip(rev, outs, strict=True)):
             layers.append(nn.ConvTranspose2d(a, b, 4, 2, 1))
             if i < len(rev) - 1:
