@@ -71,7 +71,7 @@ import pkgutil
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -79,7 +79,7 @@ from torch import nn
 
 from mmguard.adapt.drift import DriftConfig, DriftDetector, DriftMonitor, DriftResult
 from mmguard.adapt.stats import compose, window_standardizer
-from mmguard.calibration import max_quantile_calibration
+from mmguard.calibration import grouped_max_quantile_calibration, max_quantile_calibration
 from mmguard.data.model import ModalitySpec, MultimodalBatch
 from mmguard.data.preprocessing import Standardizer
 from mmguard.data.splits import Splits
@@ -104,6 +104,13 @@ class GuardConfig(BaseModel):
     drift: DriftConfig | None = Field(
         default_factory=DriftConfig, description="drift detector fitted with the guard (None: no drift detection)"
     )
+    calibrate_over: Literal["samples", "groups", "auto"] = Field(
+        "samples", description="threshold over pooled clean validation samples, or split-conformal over whole "
+        "groups (mmguard.calibration.grouped_max_quantile_calibration); auto: groups when the validation split "
+        "has the group key, else samples")
+    group_key: str = Field("episode", min_length=1, description="meta key of the groups (calibrate_over)")
+    group_miss: float = Field(0.1, gt=0, lt=1, description="allowed fraction of unseen groups whose false-alarm "
+                              "rate exceeds false_alarm_rate (calibrate_over = groups)")
 
 
 class Guard:
@@ -135,6 +142,7 @@ class Guard:
         self.specs: tuple[ModalitySpec, ...] = ()
         self.standardizer: Standardizer | None = None
         self.calibration: dict[str, torch.Tensor] | None = None
+        self._calibration_report: dict[str, float] = {}  # grouped calibration's figures (empty: pooled)
         self.model: nn.Module | None = None
         self.fit_report: dict[str, Any] = {}
         self.drift_detector: DriftDetector | None = None
@@ -263,7 +271,8 @@ class Guard:
             clean = val.select(~val.mask_or_clean().any(1)) if val.fault_mask is not None else val
             if len(clean) < 2:
                 raise DataError("calibration needs at least 2 clean validation samples")
-            self.calibration = self._calibrate(self._raw_scores(clean, precision="fp32"))
+            self.calibration = self._calibrate(self._raw_scores(clean, precision="fp32"),
+                                               self._calibration_groups(clean))
             report = {**report, "calibration": self.calibration_summary()}
         if self.config.drift is not None:
             clean_val = val.select(~val.mask_or_clean().any(1)) if val.fault_mask is not None else val
@@ -273,16 +282,43 @@ class Guard:
         self.fit_report = report
         return report
 
-    def _calibrate(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-modality location and scale such that score 1.0 is the α-false-alarm threshold."""
-        loc, scale = max_quantile_calibration(raw, self.config.false_alarm_rate)
+    def _calibration_groups(self, clean: MultimodalBatch) -> torch.Tensor | None:
+        """The group of each clean validation sample for ``calibrate_over`` = groups/auto, else None."""
+        mode, key = self.config.calibrate_over, self.config.group_key
+        if mode == "samples":
+            return None
+        if key not in clean.meta:
+            if mode == "groups":
+                raise DataError(f"calibrate_over='groups' needs meta {key!r} in the validation split; "
+                                f"it has {sorted(clean.meta) or 'no meta'}")
+            return None
+        groups = clean.meta[key]
+        if int(torch.unique(groups).numel()) < 2:
+            if mode == "groups":
+                raise DataError(f"calibrate_over='groups' needs at least 2 validation groups ({key!r})")
+            return None
+        return groups
+
+    def _calibrate(self, raw: torch.Tensor, groups: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per-modality location and scale such that score 1.0 is the α-false-alarm threshold: over
+        pooled samples, or split-conformal over whole groups when ``groups`` is given."""
+        if groups is None:
+            loc, scale = max_quantile_calibration(raw, self.config.false_alarm_rate)
+            self._calibration_report = {}
+        else:
+            loc, scale, self._calibration_report = grouped_max_quantile_calibration(
+                raw, groups, self.config.false_alarm_rate, self.config.group_miss)
         return {"loc": loc, "scale": scale}
 
     def calibration_summary(self) -> dict[str, Any]:
         cal = self._require_calibration()
         return {
             "false_alarm_rate": self.config.false_alarm_rate,
-            "rule": "max over modalities of (raw - loc) / scale > 1 on <= alpha of clean validation",
+            "rule": "max over modalities of (raw - loc) / scale > 1 on <= alpha of clean validation"
+                    + (f" in each of {self._calibration_report.get('episode_coverage', 0):.3f} "
+                       f"of unseen {self.config.group_key!r} groups (split-conformal)"
+                       if self._calibration_report else " samples"),
+            **({"groups": self._calibration_report} if self._calibration_report else {}),
             "loc": dict(zip(self.names, cal["loc"].tolist(), strict=True)),
             "scale": dict(zip(self.names, cal["scale"].tolist(), strict=True)),
         }
@@ -426,8 +462,15 @@ class Guard:
         if set(fixed) != set(self.names):
             raise RuntimeError(f"guard {self.name!r}: _transform returned {sorted(fixed)}")
         out = self.standardizer.inverse(x.with_modalities({n: fixed[n].float() for n in self.names}))  # type: ignore
-        # same names, shapes, units — and the dtype the caller gave (computed in float32)
-        return batch.with_modalities({n: out.modalities[n].to(batch.modalities[n].dtype) for n in self.names})
+        # same names, shapes, units — and the dtype the caller gave (computed in float32); an element the
+        # guard left exactly as it was (a gate's bypass) is the caller's own value, bit for bit (not the
+        # round trip through the standardiser, which may differ in the last bit)
+        values = {}
+        for n in self.names:
+            raw = batch.modalities[n]
+            kept = (fixed[n].float() == x.modalities[n]).to(raw.device)
+            values[n] = torch.where(kept, raw, out.modalities[n].to(device=raw.device, dtype=raw.dtype))
+        return batch.with_modalities(values)
 
     def predict(self, batch: MultimodalBatch) -> torch.Tensor:
         """Predictions (N,) of the downstream task (guards that predict)."""
@@ -546,6 +589,11 @@ class Guard:
                 raise CheckpointError(f"{str(d)!r}: the guard lacks its calibration tensors") from None
             if any(v.shape != (len(self.specs),) for v in self.calibration.values()):
                 raise CheckpointError(f"{str(d)!r}: calibration tensors have the wrong shape")
+            try:
+                groups = ((meta.get("fit") or {}).get("calibration") or {}).get("groups") or {}
+                self._calibration_report = {str(k): float(v) for k, v in groups.items()}
+            except (AttributeError, TypeError, ValueError):
+                raise CheckpointError(f"{str(d)!r}: malformed calibration report in {GUARD_FILE}") from None
         try:
             self._restore_state(state)
             model = self._build_model(state)
