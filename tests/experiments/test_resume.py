@@ -4,7 +4,8 @@
   then a rerun: the finished unit is reused, the result equals an uninterrupted run's;
 * ``mmguard mmssl run``: a crash after seed 0 (simulated), then a rerun;
 * ``mmguard emma run``: a second run into the same directory reuses Experiment II;
-* a different configuration in the same directory is refused with one line.
+* a different configuration in the same directory is refused with one line; a bench run grows by
+  guards and seeds, and a directory of the older fingerprint rule is migrated.
 """
 
 from __future__ import annotations
@@ -81,10 +82,63 @@ def test_bench_refuses_a_different_configuration_in_the_same_directory(tmp_path:
     cfg = BenchConfig(guards=["mmae"], seeds=[0], quick=True, families=False, severity_sweep=False)
     run_bench(cfg, splits, tmp_path, log=lambda m: None)
     with pytest.raises(CheckpointError, match="different configuration"):
-        run_bench(cfg.model_copy(update={"seeds": [1]}), splits, tmp_path, log=lambda m: None)
+        run_bench(cfg.model_copy(update={"families": True}), splits, tmp_path, log=lambda m: None)
     other = make_splits(load_dataset("toy?n=200", seed=5), seed=0)  # other data, same settings
     with pytest.raises(CheckpointError, match="different configuration or data"):
         run_bench(cfg, other, tmp_path, log=lambda m: None)
+
+
+def _grow_setup():
+    from mmguard.data import load_dataset
+    from mmguard.data.splits import make_splits
+    from mmguard.experiments.harness import BenchConfig
+
+    splits = make_splits(load_dataset("toy?n=300"), seed=0)
+    small = BenchConfig(guards=["mmae"], seeds=[0], quick=True, families=False, severity_sweep=False)
+    big = small.model_copy(update={"guards": ["mmae", "dae"], "seeds": [0, 1]})
+    return splits, small, big
+
+
+def test_bench_grows_by_guards_and_seeds_and_refits_only_what_changed(tmp_path: Path) -> None:
+    """A run directory takes more guards and seeds later: finished units are reused, the result is the
+    one a fresh run of the larger benchmark gives; a guard whose config changed is refitted."""
+    from mmguard.experiments.harness import run_bench
+
+    splits, small, big = _grow_setup()
+    run_bench(small, splits, tmp_path / "run", log=lambda m: None)
+    logs: list[str] = []
+    grown = run_bench(big, splits, tmp_path / "run", log=logs.append)
+    assert "seed 0: mmae already done (resumed)" in logs
+    assert not any("dae already done" in m or "seed 1: mmae already" in m for m in logs)
+    fresh = run_bench(big, splits, tmp_path / "fresh", log=lambda m: None)
+    assert numbers(grown) == numbers(fresh)
+    changed = big.model_copy(update={"guard_configs": {"dae": {"false_alarm_rate": 0.05}}})
+    logs.clear()
+    run_bench(changed, splits, tmp_path / "run", log=logs.append)
+    assert "seed 1: mmae already done (resumed)" in logs
+    assert not any("dae already done" in m for m in logs)
+
+
+def test_bench_run_of_the_older_fingerprint_rule_is_migrated(tmp_path: Path) -> None:
+    """A directory written when the run fingerprint covered guards and seeds (every unit stamped with
+    it) resumes under the current rule, and can grow."""
+    from mmguard.experiments.harness import run_bench
+    from mmguard.experiments.units import fingerprint
+
+    splits, small, big = _grow_setup()
+    out = tmp_path / "run"
+    run_bench(small, splits, out, log=lambda m: None)
+    saved = json.loads((out / "config.json").read_text())
+    saved.pop("method")
+    old = fingerprint({"method": "bench", **{k: v for k, v in saved.items() if k not in ("device", "precision")}})
+    for path in (out / "units").rglob("*.json"):  # restamp as the older code wrote it
+        unit = json.loads(path.read_text())
+        path.write_text(json.dumps({"method": "bench", "fingerprint": old} if path.name == "run.json"
+                                   else {"fingerprint": old, "payload": unit["payload"]}))
+    logs: list[str] = []
+    run_bench(big, splits, out, log=logs.append)
+    assert "seed 0: mmae already done (resumed)" in logs
+    assert json.loads((out / "units" / "run.json").read_text())["fingerprint"] != old
 
 
 @pytest.fixture(scope="module")

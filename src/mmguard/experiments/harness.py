@@ -51,7 +51,7 @@ from mmguard.downstream.model import Downstream, DownstreamConfig
 from mmguard.engine import Engine, Job
 from mmguard.engine.files import read_tree, write_tree
 from mmguard.engine.local import LocalEngine
-from mmguard.errors import SpecError
+from mmguard.errors import CheckpointError, SpecError
 from mmguard.eval.guard_eval import evaluate_guard, input_errors
 from mmguard.eval.stats import mean_std, paired_ratio
 from mmguard.experiments.downstream_eval import (
@@ -73,11 +73,11 @@ from mmguard.experiments.drift_eval import (
     summarise_drift,
 )
 from mmguard.experiments.fields import NameList, SeedList
-from mmguard.experiments.units import RunUnits, data_fingerprint
+from mmguard.experiments.units import RunUnits, data_fingerprint, fingerprint
 from mmguard.faults import apply_faults, load_spec
 from mmguard.faults.scenarios import family_specs, sweep_specs, training_spec
 from mmguard.guard import create_guard
-from mmguard.io.checkpoint import write_json
+from mmguard.io.checkpoint import read_json, write_json
 from mmguard.seeding import derive_seed
 
 Log = Callable[[str], None]
@@ -327,7 +327,12 @@ def run_bench(cfg: BenchConfig, splits: Splits, out_dir: str | Path, *, log: Log
     for raw in cfg.faults:  # a user spec naming an unknown modality fails before anything is written
         apply_faults(splits.test.select(slice(0, 2)), load_spec(raw), seed=0)
     cfg = cfg.model_copy(update={"data": {**cfg.data, "content": data_fingerprint(splits, st)}})
-    store = RunUnits(out, cfg.model_dump(mode="json", exclude={"device", "precision"}), method="bench")
+    store = RunUnits(out, cfg.model_dump(mode="json", exclude=RUN_SCOPE), method="bench",
+                     migrate=lambda found: _older_bench_run(out, cfg, found))
+    for name in cfg.guards:  # a unit's own settings: the run grows by guards and seeds
+        for seed in cfg.seeds:
+            store.salt(f"{name}/seed{seed}", {"guard": name, "config": guard_config(cfg, name)})
+    store.finish_migration("bench")
     write_json(out / "config.json", {"method": "bench", **cfg.model_dump(mode="json")})
     test_std = st.transform(splits.test)
     log(f"data: {splits.sizes()} samples (train/val/test); modalities "
@@ -388,6 +393,32 @@ def run_bench(cfg: BenchConfig, splits: Splits, out_dir: str | Path, *, log: Log
 
     atomic_write_text(out / "report.md", render_report(metrics))
     return metrics
+
+
+#: what a bench run's fingerprint leaves out: where it runs, and the guards, their configs, the seeds
+#: and the reference guard (each unit's fingerprint has its guard's config; the report is recomputed)
+RUN_SCOPE = {"device", "precision", "guards", "guard_configs", "seeds", "reference"}
+
+
+def _older_bench_run(out: Path, cfg: BenchConfig, found: str) -> Callable[[str], str | None] | None:
+    """A run directory written when the fingerprint covered the guards and seeds (before they were
+    left out of it): if its config.json is this run's but for ``RUN_SCOPE`` and its fingerprint is
+    ``found``, the older fingerprint of each unit whose guard has the same config here (None for a
+    guard whose config changed: refitted)."""
+    path = out / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        prev = BenchConfig.model_validate({k: v for k, v in read_json(path).items() if k != "method"})
+    except (ValueError, TypeError, AttributeError, CheckpointError):
+        return None
+    if prev.model_dump(mode="json", exclude=RUN_SCOPE) != cfg.model_dump(mode="json", exclude=RUN_SCOPE):
+        return None
+    old = fingerprint({"method": "bench", **prev.model_dump(mode="json", exclude={"device", "precision"})})
+    if old != found:
+        return None
+    same = {g for g in prev.guards if g in cfg.guards and guard_config(prev, g) == guard_config(cfg, g)}
+    return lambda key: old if "/" not in key or key.split("/")[0] in same or key.startswith("downstream/") else None
 
 
 def _resumed(store: RunUnits, units: dict[str, dict[int, dict[str, Any]]], name: str, seed: int,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -66,21 +66,60 @@ def fingerprint(config: dict[str, Any]) -> str:
 
 
 class RunUnits:
-    """The finished units of one run directory (see the module docstring)."""
+    """The finished units of one run directory (see the module docstring).
 
-    def __init__(self, out: str | Path, config: dict[str, Any], *, method: str) -> None:
+    A unit may carry its own settings (``salt``, e.g. a guard's config in ``mmguard bench``): its
+    fingerprint is then that of (run fingerprint, salt), so units of different settings can share a
+    run — a benchmark grows by guards and seeds without refitting the finished ones.
+
+    ``migrate``: a function called with the fingerprint found in ``run.json`` when it differs; it
+    returns a function mapping a unit key to its fingerprint under the older rule (or None if the
+    run is not an older form of this one), and every unit stamped that way is re-stamped with the
+    current rule before anything is reused.
+    """
+
+    def __init__(self, out: str | Path, config: dict[str, Any], *, method: str,
+                 migrate: Callable[[str], Callable[[str], str | None] | None] | None = None) -> None:
         self.dir = Path(out) / "units"
         self.fingerprint = fingerprint({"method": method, **config})
+        self.salts: dict[str, Any] = {}
         marker = self.dir / "run.json"
         if marker.is_file():
             old = read_json(marker)
-            if not isinstance(old, dict) or old.get("fingerprint") != self.fingerprint:
+            found = old.get("fingerprint") if isinstance(old, dict) else None
+            older = migrate(found) if migrate is not None and isinstance(found, str) else None
+            if found != self.fingerprint and older is None:
                 raise CheckpointError(
                     f"{str(out)!r} holds a {method} run with a different configuration or data; "
                     "use another --out (or delete it)"
                 )
+            self._older = older
         else:
+            self._older = None
             write_json(marker, {"method": method, "fingerprint": self.fingerprint})
+
+    def salt(self, key: str, salt: Any) -> None:
+        """Declare the settings of unit ``key`` (before :meth:`load` / :meth:`save` of it)."""
+        self.salts[key] = salt
+
+    def unit_fingerprint(self, key: str) -> str:
+        if key not in self.salts:
+            return self.fingerprint
+        return fingerprint({"run": self.fingerprint, "unit": self.salts[key]})
+
+    def finish_migration(self, method: str) -> None:
+        """Re-stamp every unit written under the older rule (keys declared so far), then the marker."""
+        if self._older is None:
+            return
+        for path in sorted(self.dir.rglob("*.json")):
+            key = str(path.relative_to(self.dir).with_suffix(""))
+            if key == "run":
+                continue
+            unit = read_json(path)
+            if isinstance(unit, dict) and unit.get("fingerprint") == self._older(key):
+                write_json(path, {"fingerprint": self.unit_fingerprint(key), "payload": unit["payload"]})
+        write_json(self.dir / "run.json", {"method": method, "fingerprint": self.fingerprint})
+        self._older = None
 
     def _path(self, key: str) -> Path:
         return self.dir / f"{key}.json"
@@ -91,9 +130,9 @@ class RunUnits:
         if not path.is_file():
             return None
         unit = read_json(path)
-        if not isinstance(unit, dict) or unit.get("fingerprint") != self.fingerprint:
+        if not isinstance(unit, dict) or unit.get("fingerprint") != self.unit_fingerprint(key):
             return None
         return unit["payload"]
 
     def save(self, key: str, payload: dict[str, Any]) -> None:
-        write_json(self._path(key), {"fingerprint": self.fingerprint, "payload": payload})
+        write_json(self._path(key), {"fingerprint": self.unit_fingerprint(key), "payload": payload})
