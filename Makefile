@@ -54,7 +54,7 @@ bench: venv
 TABLE1_TWINS ?= /tmp/twins
 TABLE1_OUT ?= runs
 ENGINE ?= ray
-TABLE1_GUARDS := mmae,dae,mmfr,mmcf,ccm,mmgan,mmugan,mmssl
+TABLE1_GUARDS := mmae,dae,mmfr,mmcf,ccm,mmgan,mmugan,mmssl,restore
 table1: venv
 	@mkdir -p $(TABLE1_TWINS) $(TABLE1_OUT)
 	$(VENV)/bin/mmguard twin generate --scene arm --episodes 60 --steps 100 --seed 1 --workers 2 --out $(TABLE1_TWINS)/arm.h5

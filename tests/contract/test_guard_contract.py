@@ -5,8 +5,8 @@ overrides chosen from what the guard *is* (its config schema and capabilities), 
 
 * ``false_alarm_rate = 0.1`` (a GuardConfig field every guard has) so that the calibration check
   has resolution on a validation split of a few dozen samples;
-* a two-block image encoder (``autoencoder.image_channels = [4, 8]``) for guards whose config has
-  an ``autoencoder`` section, on image data only, for speed.
+* a two-block image encoder (``image_channels = [4, 8]``) in every section of a guard's config that
+  is an :class:`AutoencoderConfig` (``autoencoder``, ``detector``, ...), on image data only, for speed.
 
 Data: a *vector* set (three vector modalities driven by a shared 2-d latent, binary target, a
 ``t`` meta field); for guards whose ``modality_kinds`` include ``image``, an *image* set (a
@@ -45,6 +45,7 @@ from mmguard.data.model import MultimodalBatch
 from mmguard.data.splits import Splits, make_splits
 from mmguard.errors import CheckpointError, DataError, MMGuardError, NotFittedError, SpecError
 from mmguard.guard import Guard, GuardConfig, available_guards, create_guard, load_guard, load_plugin, register_guard
+from mmguard.mmssl.config import AutoencoderConfig
 from support import one_line
 
 GUARDS = available_guards()
@@ -117,8 +118,10 @@ def data_for(kind: str, cls: type[Guard]) -> MultimodalBatch:
 def overrides_for(cls: type[Guard], kind: str) -> dict[str, Any]:
     """Contract overrides chosen from the guard's config schema, not its name (see the docstring)."""
     over: dict[str, Any] = {"false_alarm_rate": ALPHA}
-    if kind == "image" and "autoencoder" in cls.config_class.model_fields:
-        over["autoencoder"] = {"image_channels": [4, 8]}
+    if kind == "image":
+        for field, info in cls.config_class.model_fields.items():
+            if info.annotation is AutoencoderConfig:  # every autoencoder section (MMAE-style encoders)
+                over[field] = {"image_channels": [4, 8]}
     return over
 
 

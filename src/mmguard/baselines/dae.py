@@ -18,8 +18,8 @@ from typing import Any
 
 from mmguard.baselines.autoencoder import AutoencoderGuard, AutoencoderGuardConfig
 from mmguard.data.model import MultimodalBatch
-from mmguard.faults import FaultSpec, load_spec
-from mmguard.faults.scenarios import training_spec
+from mmguard.faults import FaultSpec
+from mmguard.faults.scenarios import training_mix
 from mmguard.guard import register_guard
 
 
@@ -38,5 +38,4 @@ class DaeGuard(AutoencoderGuard):
     summary = "denoising multimodal autoencoder trained on the fault mix; reconstructs every sample"
 
     def denoise_spec(self, train: MultimodalBatch) -> FaultSpec:
-        faults = self.config.train_faults
-        return load_spec(faults) if faults is not None else training_spec(train)
+        return training_mix(self.config.train_faults, train)

@@ -63,8 +63,8 @@ from mmguard.baselines.common import (
     train_summary,
 )
 from mmguard.data.model import ModalitySpec, MultimodalBatch
-from mmguard.faults import FaultSpec, load_spec
-from mmguard.faults.scenarios import training_spec
+from mmguard.faults import FaultSpec
+from mmguard.faults.scenarios import training_mix
 from mmguard.guard import Guard, GuardConfig, register_guard
 from mmguard.mmssl.autoencoder import MultimodalAutoencoder
 from mmguard.mmssl.config import AutoencoderConfig
@@ -180,8 +180,7 @@ class MmganGuard(Guard):
     modality_kinds = frozenset({"vector", "image"})
 
     def denoise_spec(self, train: MultimodalBatch) -> FaultSpec:
-        faults = self.config.train_faults
-        return load_spec(faults) if faults is not None else training_spec(train)
+        return training_mix(self.config.train_faults, train)
 
     def _build_model(self, state: dict[str, Any]) -> nn.Module:
         return GainModule(self.specs, self.config.autoencoder, self.config.adversarial.disc_hidden)

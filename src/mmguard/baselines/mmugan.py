@@ -62,8 +62,8 @@ from mmguard.baselines.common import (
     train_summary,
 )
 from mmguard.data.model import ModalityKind, ModalitySpec, MultimodalBatch
-from mmguard.faults import FaultSpec, load_spec
-from mmguard.faults.scenarios import training_spec
+from mmguard.faults import FaultSpec
+from mmguard.faults.scenarios import training_mix
 from mmguard.guard import Guard, GuardConfig, register_guard
 from mmguard.mmssl.autoencoder import ImageEncoder, VectorDecoder, decoder_stem
 from mmguard.mmssl.config import AutoencoderConfig
@@ -243,8 +243,7 @@ class MmuganGuard(Guard):
     modality_kinds = frozenset({"vector", "image"})
 
     def denoise_spec(self, train: MultimodalBatch) -> FaultSpec:
-        faults = self.config.train_faults
-        return load_spec(faults) if faults is not None else training_spec(train)
+        return training_mix(self.config.train_faults, train)
 
     def _build_model(self, state: dict[str, Any]) -> nn.Module:
         return Pix2pixModule(self.specs, self.config.autoencoder, self.config.adversarial)

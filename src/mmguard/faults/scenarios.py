@@ -22,7 +22,7 @@ time steps; drift ramps and stuck-at holds along T within each sample).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mmguard.data.model import ModalityKind, MultimodalBatch
@@ -168,3 +168,8 @@ def sweep_origin(label: str) -> str:
     """'trained' or 'unseen' for a sweep label ``modality:type``."""
     t = label.split(":", 1)[1]
     return "trained" if any(t == f for fams in TRAINED.values() for f, _ in fams) else "unseen"
+
+
+def training_mix(faults: Mapping[str, Any] | None, batch: MultimodalBatch) -> FaultSpec:
+    """The fault mix a guard trains on: a user's fault-spec dict, or (None) :func:`training_spec`."""
+    return load_spec(faults) if faults is not None else training_spec(batch)

@@ -1,0 +1,111 @@
+"""Design choices of the ``restore`` guard, chosen on **validation** episodes only (issue #11).
+
+Fits each variant on the bench's split of a twin (same split rule and seed as ``mmguard bench``)
+and evaluates it on the *validation* split corrupted by the training fault mix (one fixed draw,
+seed 12345, the same for every variant) and by each fault family of the bench
+(:func:`mmguard.faults.scenarios.family_specs`). The test split is never loaded into a
+metric. Writes ``results/restore_design_<scene>.json``.
+
+    python benchmarks/restore_design.py --data twin:/tmp/twins/arm.h5 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from mmguard.data.preprocessing import Standardizer
+from mmguard.data.registry import load_dataset
+from mmguard.data.splits import make_splits
+from mmguard.eval.guard_eval import evaluate_guard
+from mmguard.faults import apply_faults
+from mmguard.faults.scenarios import family_specs, training_spec
+from mmguard.guard import create_guard
+
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "unimodal-keep": ("restore", {"restoration": {"detector": "unimodal", "flagged_input": "keep",
+                                                  "classifier": False}}),
+    "joint-keep": ("restore", {"restoration": {"detector": "joint", "flagged_input": "keep", "classifier": False}}),
+    "unimodal-drop": ("restore", {"restoration": {"detector": "unimodal", "flagged_input": "drop",
+                                                  "classifier": False}}),
+    "unimodal-keep-no-extra-flags": ("restore", {"restoration": {"detector": "unimodal", "flagged_input": "keep",
+                                                                 "extra_flag_rate": 0.0, "classifier": False}}),
+    "unimodal-keep-classifier": ("restore", {"restoration": {"detector": "unimodal", "classifier": True}}),
+    "joint-keep-classifier": ("restore", {"restoration": {"detector": "joint", "classifier": True}}),
+    "dae": ("dae", {}),  # the reference to beat, on the same validation batches
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    batch = load_dataset(args.data)
+    splits = make_splits(batch, seed=args.seed)
+    st = Standardizer.fit(splits.train)
+    val_std = st.transform(splits.val)
+    conds = {"mix": ("mix", apply_faults(val_std, training_spec(val_std), seed=12345))}
+    for i, (label, (origin, spec)) in enumerate(family_specs(val_std).items()):
+        conds[label] = (origin, apply_faults(val_std, spec, seed=12346 + i))
+    results = {}
+    for name in args.variants.split(","):
+        kind, config = VARIANTS[name]
+        guard = create_guard(kind, config)
+        t0 = time.perf_counter()
+        guard.fit(splits, seed=args.seed)
+        fit_s = time.perf_counter() - t0
+        rows = {}
+        for label, (origin, faulty_std) in conds.items():
+            ev = evaluate_guard(guard, st.inverse(faulty_std), val_std, st)
+            rows[label] = {"origin": origin, "errors": ev["errors"], "detection": ev.get("detection")}
+        if kind != "restore":
+            results[name] = {"fit_s": fit_s, "conditions": rows}
+            print(f"{name}: fit {fit_s:.0f} s; validation mix faulty combined "
+                  f"{rows['mix']['errors']['faulty']['combined']:.4f}", flush=True)
+            continue
+        # diagnostic: the restorer with the true fault mask as the flags (detection left out)
+        mix_std = conds["mix"][1]
+        x = guard._prepare(st.inverse(mix_std))
+        truth = mix_std.mask_or_clean().to(x.modalities[x.names[0]].device)
+        with torch.no_grad():
+            oracle = guard.model.restore(x.modalities, truth)
+        err = torch.stack([(oracle[n].double() - val_std.modalities[n].double()).pow(2).reshape(len(x), -1).mean(1)
+                           for n in x.names], 1)
+        faulty = truth.any(1)
+        rows["mix"]["oracle_flags_faulty"] = {**{n: float(err[faulty, j].mean()) for j, n in enumerate(x.names)},
+                                              "combined": float(err[faulty].sum(1).mean())}
+        flags = guard.flag(st.inverse(mix_std))
+        rows["mix"]["flag_rates"] = {
+            f"{n}:{what}": float(flags[sel, j].float().mean())
+            for j, n in enumerate(x.names)
+            for what, sel in (("faulty", truth[:, j]), ("healthy_in_faulty_sample", faulty & ~truth[:, j]),
+                              ("clean_sample", ~faulty))}
+        unseen = [r["errors"]["faulty"]["combined"] for r in rows.values()
+                  if r["origin"] == "unseen" and r["errors"]["faulty"]]
+        results[name] = {"fit_s": fit_s, "conditions": rows, "unseen_mean": sum(unseen) / len(unseen),
+                         "fit": {k: guard.fit_report[k] for k in ("detector", "restorer")}}
+        e = rows["mix"]["errors"]
+        print(f"{name}: fit {fit_s:.0f} s; validation mix faulty combined {e['faulty']['combined']:.4f}, "
+              f"clean {e['clean']['combined']:.4f}; unseen families (mean of {len(unseen)}) "
+              f"{results[name]['unseen_mean']:.4f}; with the true fault mask as flags "
+              f"{rows['mix']['oracle_flags_faulty']['combined']:.4f}; flag rates {rows['mix']['flag_rates']}",
+              flush=True)
+    scene = Path(args.data.split(":", 1)[-1].split("?")[0]).stem
+    out = Path(args.out or Path(__file__).parent / "results" / f"restore_design_{scene}.json")
+    if out.is_file():  # variants accumulate: a later call adds (or replaces) its variants
+        results = {**json.loads(out.read_text())["variants"], **results}
+    out.write_text(json.dumps({"data": args.data, "seed": args.seed, "split": "validation",
+                               "faults": "training mix, seed 12345", "variants": results}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

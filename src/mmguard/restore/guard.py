@@ -1,0 +1,179 @@
+"""Detect and restore (``restore``): mmguard's own guard (issue #11; docs/restore.md).
+
+What it keeps from MMSSL (docs/results/mmssl-twin.md) and what it changes:
+
+* **Detection** (kept: a clean-trained autoencoder's per-modality residual is the failure score, as
+  MMSSL's stage 1; added: a fault classifier trained on the fault mix, max-combined with it). The
+  default residual is the MMAE's (``detector = "joint"``), trained exactly as the ``mmae`` guard
+  (:func:`mmguard.mmssl.stages.train_autoencoder`, same seed derivation); ``"unimodal"`` uses one
+  autoencoder per modality, so a fault in one modality cannot raise another's score. Chosen on
+  validation episodes of the arm twin (benchmarks/restore_design.py, docs/restore.md): joint +
+  classifier 0.166 faulty combined error, unimodal + classifier 0.187, the DAE 0.195; on the twin
+  both localise (a healthy modality of a faulty sample flagged in 0–0.5 % of samples).
+* **Gate** (kept, made per modality): an exact bypass, y_m = x̃_m bit for bit where modality m is not
+  flagged. A healthy modality of a faulty sample is never re-encoded (the DAE re-encodes it and pays
+  its clean reconstruction error, 0.065 on arm kinematics).
+* **Calibration** (changed): split-conformal over whole validation episodes
+  (``calibrate_over = "auto"``, :func:`mmguard.calibration.grouped_max_quantile_calibration`), so the
+  false-alarm rate holds on unseen episodes, not only on the validation samples.
+* **Correction** (changed): not a contraction of a frozen latent (a strict contraction has one fixed
+  point and cannot both keep clean latents and restore a lost modality), but a restorer in **input
+  space**, R(x̃, f), told which modalities are flagged, trained on faulty samples of the fault mix
+  with a **fresh corruption draw every epoch** to rebuild the clean flagged modalities
+  (:class:`~mmguard.restore.torch_model.FlagConditionedAutoencoder`). No Lipschitz constraint: R may
+  expand where the clean manifold needs it.
+
+**Fault classifier** (added after the first design check, docs/restore.md): residuals alone missed
+a camera frame lost to the mean image (0 % detected on arm validation episodes) and half the
+kinematic channels at their mean (24 %), because both land on the clean manifold. A classifier
+trained on the fault mix (``classifier``) is max-combined with the residual score
+(:class:`~mmguard.restore.torch_model.DetectRestore`); unseen families still reach the residual.
+
+Restorer objective (standardised data; f the training flags, N the minibatch size):
+
+    L = (1/N) Σ_n Σ_m f_nm · ‖R(x̃_n, f_n)_m − x_nm‖²   (mean over features)
+
+Training flags f = the modalities the fault draw corrupted, OR'ed with extra flags on healthy
+modalities at rate ``extra_flag_rate`` (redrawn every epoch), so R also learns to return a healthy
+modality the detector flags by mistake (a false alarm, or a healthy modality flagged beside a faulty
+one). Only flagged outputs are used at inference, so only flagged outputs are trained. Early stopping
+on L over one fixed corrupted draw of the validation split.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from mmguard.baselines.common import CHUNK, fit_module, init_module, inputs, member, mse, train_summary
+from mmguard.data.model import MultimodalBatch
+from mmguard.faults.scenarios import training_mix
+from mmguard.guard import Guard, GuardConfig, register_guard
+from mmguard.mmssl.config import AutoencoderConfig
+from mmguard.mmssl.stages import summary, train_autoencoder
+from mmguard.restore.torch_model import DetectRestore, DetectRestorePath
+from mmguard.train.loop import Batch
+
+
+class RestorationConfig(BaseModel):
+    """How the restorer reads a flagged modality and how it is trained."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    detector: Literal["joint", "unimodal"] = Field(
+        "joint", description="joint: the MMAE's per-modality residual; unimodal: one autoencoder per "
+        "modality, so a fault in one modality cannot flag another")
+    classifier: bool = Field(
+        True, description="add a fault classifier trained on the fault mix to the residual detector "
+        "(catches faults that land on the clean manifold: a lost frame, channels at their mean)")
+    classifier_hidden: int = Field(128, ge=1, description="hidden width of the classifier's MLP")
+    flagged_input: Literal["keep", "drop"] = Field(
+        "keep", description="keep: R reads what is left of a flagged modality; drop: R reads zeros there "
+        "(rebuilds it from the other modalities only)")
+    extra_flag_rate: float = Field(
+        0.1, ge=0, lt=1, description="rate at which healthy modalities are flagged during training")
+
+
+class RestoreConfig(GuardConfig):
+    """Detector and restorer architectures/schedules (the MMAE's ``autoencoder`` settings each), the
+    restoration options and the training fault mix (a fault-spec dict; None: the default mix)."""
+
+    detector: AutoencoderConfig = Field(default_factory=AutoencoderConfig)
+    restorer: AutoencoderConfig = Field(default_factory=AutoencoderConfig)
+    restoration: RestorationConfig = Field(default_factory=RestorationConfig)
+    train_faults: dict[str, Any] | None = None
+    calibrate_over: Literal["samples", "groups", "auto"] = "auto"
+
+
+def flagged_loss(out: dict[str, torch.Tensor], clean: dict[str, torch.Tensor], flags: torch.Tensor,
+                 names: tuple[str, ...]) -> torch.Tensor:
+    """L of the module docstring: Σ_m mean_n f_nm ‖R_m − x_m‖² (a scalar)."""
+    return sum((flags[:, m] * mse(out[n], clean[n])).mean() for m, n in enumerate(names))  # type: ignore[return-value]
+
+
+def clean_quantiles(model: DetectRestore, clean: MultimodalBatch, q: float) -> torch.Tensor:
+    """(2, M): the q-quantiles of the residuals and of softplus(C) on clean data (computed in chunks)."""
+    with torch.no_grad():
+        parts = torch.cat([model.parts({n: v[i : i + CHUNK] for n, v in clean.modalities.items()})
+                           for i in range(0, len(clean), CHUNK)])
+    return torch.quantile(parts.double(), q, dim=0).clamp_min(1e-12).float()
+
+
+@register_guard
+class RestoreGuard(Guard):
+    """Per-modality detection, split-conformal gate, flag-conditioned input-space restoration."""
+
+    name = "restore"
+    config_class = RestoreConfig
+    summary = ("mmguard's detect-and-restore: clean-autoencoder per-modality detection, episode-calibrated "
+               "exact-bypass gate, flagged modalities rebuilt by a flag-conditioned restorer")
+    quick_config = {"detector": {"epochs": 8, "patience": None}, "restorer": {"epochs": 8, "patience": None}}
+    flags = True
+    corrects = True
+    modality_kinds = frozenset({"vector", "image"})
+    #: fp32 whatever precision is asked: the classifier's softplus logits are divided by their clean
+    #: (1 − α) quantile, which is small, so bf16 rounding moved normalised scores by up to 0.24
+    #: (benchmarks/gpu_check.py --quick, CPU bf16) against a 0.15 tolerance
+    mixed_precision = False
+
+    def _build_model(self, state: dict[str, Any]) -> nn.Module:
+        cfg = self.config
+        return DetectRestore(self.specs, cfg.detector, cfg.restorer,
+                             drop_flagged=cfg.restoration.flagged_input == "drop",
+                             detector_kind=cfg.restoration.detector,
+                             classifier_hidden=cfg.restoration.classifier_hidden if cfg.restoration.classifier
+                             else None)
+
+    def _fit(self, train: MultimodalBatch, val: MultimodalBatch, *, seed: int, progress: bool) -> dict[str, Any]:
+        cfg, names = self.config, self.names
+        dev = train.modalities[names[0]].device
+        mix = training_mix(cfg.train_faults, train)
+        model: DetectRestore = init_module(lambda: self._build_model({}), seed, "restore", dev)  # type: ignore
+        if cfg.restoration.detector == "joint":  # exactly the ``mmae`` guard's autoencoder for this seed
+            model.detector, det_result = train_autoencoder(train, val, cfg.detector, seed=seed)
+            detector_report = summary(det_result)
+        else:
+            def clean_loss(module: nn.Module, batch: Batch) -> torch.Tensor:
+                b = member(batch)
+                out = module({n: b[n] for n in names})
+                return sum(mse(out[n], b[n]).mean() for n in names).reshape(1)  # type: ignore[union-attr]
+
+            detector_report = train_summary(fit_module(model.detector, clean_loss, train, val, cfg.detector,
+                                                       seed=seed, label="restore-detector"))
+        if model.classifier is not None:
+            def bce(module: nn.Module, batch: Batch) -> torch.Tensor:
+                b = member(batch)
+                return nn.functional.binary_cross_entropy_with_logits(module(inputs(b, names)), b["mask"]).reshape(1)
+
+            detector_report = {"autoencoder": detector_report, "classifier": train_summary(fit_module(
+                model.classifier, bce, train, val, cfg.detector, seed=seed, label="restore-classifier",
+                spec=mix))}
+            model.scales.copy_(clean_quantiles(model, train, 1 - self.config.false_alarm_rate))
+        rate = cfg.restoration.extra_flag_rate
+
+        def draws(epoch: int, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+            return {"extra": (torch.rand(n, len(names), generator=gen) < rate).float()}
+
+        def loss_fn(module: nn.Module, batch: Batch) -> torch.Tensor:
+            b = member(batch)
+            flags = torch.maximum(b["mask"], b["extra"])
+            out = module(inputs(b, names), flags)
+            return flagged_loss(out, {n: b[n] for n in names}, flags, names).reshape(1)
+
+        result = fit_module(model.restorer, loss_fn, train, val, cfg.restorer, seed=seed, label="restore",
+                            spec=mix, draws=draws)
+        self.model = model.eval()
+        return {"detector": detector_report, "restorer": train_summary(result)}
+
+    def _score(self, x: MultimodalBatch) -> torch.Tensor:
+        return self.model.scores(x.modalities)  # type: ignore[union-attr]
+
+    def _transform(self, x: MultimodalBatch) -> dict[str, torch.Tensor]:
+        flagged = self.flags_of_raw(self._score(x))
+        return self.model.restore(x.modalities, flagged)  # type: ignore[union-attr]
+
+    def _inference_module(self) -> nn.Module:
+        return DetectRestorePath(self.model, self.calibrated_module())  # type: ignore[arg-type]
