@@ -36,6 +36,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                                                                  "extra_flag_rate": 0.0, "classifier": False}}),
     "unimodal-keep-classifier": ("restore", {"restoration": {"detector": "unimodal", "classifier": True}}),
     "joint-keep-classifier": ("restore", {"restoration": {"detector": "joint", "classifier": True}}),
+    "joint-keep-classifier-val-scales": ("restore", {"restoration": {"detector": "joint", "classifier": True,
+                                                                     "scales_on": "validation"}}),
     "dae": ("dae", {}),  # the reference to beat, on the same validation batches
 }
 

@@ -150,3 +150,15 @@ def test_the_classifier_alone_catches_a_trained_family(guard, splits) -> None:
     by_classifier = float((parts[:, 1, 1] > 1).float().mean())
     assert by_classifier > 0.8, by_classifier
     assert float(guard.flag(st.inverse(lost_std))[:, 1].float().mean()) > 0.8, by_residual
+
+
+def test_scales_on_validation_are_the_clean_validation_quantiles(splits) -> None:
+    from mmguard.restore.guard import clean_quantiles
+
+    g = create_guard("restore", {"detector": {"epochs": 3, "patience": None}, "restorer": {"epochs": 1},
+                                 "restoration": {"scales_on": "validation"}, "false_alarm_rate": 0.05})
+    g.fit(splits, seed=0)
+    val = g.standardizer.transform(splits.val)
+    torch.testing.assert_close(g.model.scales, clean_quantiles(g.model, val, 0.95))
+    train = g.standardizer.transform(splits.train)
+    assert not torch.allclose(g.model.scales, clean_quantiles(g.model, train, 0.95))
