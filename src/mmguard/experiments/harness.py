@@ -418,7 +418,7 @@ def _older_bench_run(out: Path, cfg: BenchConfig, found: str) -> Callable[[str],
     if old != found:
         return None
     same = {g for g in prev.guards if g in cfg.guards and guard_config(prev, g) == guard_config(cfg, g)}
-    return lambda key: old if "/" not in key or key.split("/")[0] in same or key.startswith("downstream/") else None
+    return lambda key: old if key.startswith("downstream/") or key.split("/")[0] in same else None
 
 
 def _resumed(store: RunUnits, units: dict[str, dict[int, dict[str, Any]]], name: str, seed: int,

@@ -53,6 +53,7 @@ from mmguard.data.model import MultimodalBatch
 from mmguard.faults.scenarios import training_mix
 from mmguard.guard import Guard, GuardConfig, register_guard
 from mmguard.mmssl.config import AutoencoderConfig
+from mmguard.mmssl.losses import reconstruction_loss
 from mmguard.mmssl.stages import summary, train_autoencoder
 from mmguard.restore.torch_model import DetectRestore, DetectRestorePath
 from mmguard.train.loop import Batch
@@ -143,8 +144,8 @@ class RestoreGuard(Guard):
         else:
             def clean_loss(module: nn.Module, batch: Batch) -> torch.Tensor:
                 b = member(batch)
-                out = module({n: b[n] for n in names})
-                return sum(mse(out[n], b[n]).mean() for n in names).reshape(1)  # type: ignore[union-attr]
+                clean = {n: b[n] for n in names}
+                return reconstruction_loss(module(clean), clean).reshape(1)  # stage 1's loss
 
             detector_report = train_summary(fit_module(model.detector, clean_loss, train, val, cfg.detector,
                                                        seed=seed, label="restore-detector"))
