@@ -25,7 +25,7 @@ encoding), timed in-process, shows where the CPU goes. Usage::
 
     .venv/bin/python benchmarks/serve_load.py                      # 4 configs x 2 endpoints x 60 s (~10 min)
     .venv/bin/python benchmarks/serve_load.py --quick              # a few seconds per phase; no JSON unless --out
-    .venv/bin/python benchmarks/serve_load.py --guards dae --concurrency 8 --duration 120
+    .venv/bin/python benchmarks/serve_load.py --guards restore,dae --concurrency 8 --duration 120
 
 Writes ``benchmarks/results/serve_load.json`` (``--out``).
 """
@@ -418,7 +418,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=60.0, help="timed seconds per configuration and endpoint")
     ap.add_argument("--warmup", type=float, default=5.0, help="untimed seconds of load before each timed phase")
     ap.add_argument("--quick", action="store_true", help="3 s phases, 1 s warm-up (a smoke run); no JSON unless --out")
-    ap.add_argument("--guards", default="", help="guards besides mmssl, comma-separated (mmssl is always run)")
+    ap.add_argument("--guards", default="mmssl", help="guards to serve, comma-separated (default: mmssl)")
     ap.add_argument("--workers", default="1,2", help="worker counts (comma-separated)")
     ap.add_argument("--backends", default="torch,onnx", help="backends (comma-separated)")
     ap.add_argument("--endpoints", default=",".join(ENDPOINTS), help="endpoints (comma-separated)")
@@ -431,7 +431,7 @@ def main() -> None:
     if args.quick:
         args.duration, args.warmup, args.breakdown_reps = 3.0, 1.0, 50
     out = args.out if args.out is not None or args.quick else RESULTS
-    args.guard_names = ["mmssl", *[g for g in args.guards.split(",") if g and g != "mmssl"]]
+    args.guard_names = list(dict.fromkeys(g for g in args.guards.split(",") if g)) or ["mmssl"]
     args.workers = [int(w) for w in args.workers.split(",") if w]
     args.backends = [b for b in args.backends.split(",") if b]
     endpoints = [e for e in args.endpoints.split(",") if e]

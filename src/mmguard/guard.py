@@ -126,6 +126,8 @@ class Guard:
     flags: ClassVar[bool] = False
     corrects: ClassVar[bool] = False
     predicts: ClassVar[bool] = False
+    #: weighs its inputs per modality (an attention weight in [0, 1] per sample and modality, e.g. EMMA's β)
+    attends: ClassVar[bool] = False
     #: what data the guard accepts
     modality_kinds: ClassVar[frozenset[str]] = frozenset({"vector", "image", "timeseries"})
     min_modalities: ClassVar[int] = 1
@@ -178,6 +180,7 @@ class Guard:
 
     @classmethod
     def capabilities(cls) -> dict[str, bool]:
+        """The verbs of the serving and export API (``attention`` is an in-process extra: :attr:`attends`)."""
         return {"flag": cls.flags, "correct": cls.corrects, "predict": cls.predicts}
 
     @classmethod
@@ -187,6 +190,7 @@ class Guard:
             "name": cls.name,
             "summary": cls.summary,
             "capabilities": cls.capabilities(),
+            "attends": cls.attends,
             "modality_kinds": sorted(cls.modality_kinds),
             "min_modalities": cls.min_modalities,
             "needs_target": cls.needs_target,
@@ -211,6 +215,10 @@ class Guard:
 
     def _predict(self, x: MultimodalBatch) -> torch.Tensor:
         """Predictions (N,) of a standardised batch."""
+        raise NotImplementedError
+
+    def _attention(self, x: MultimodalBatch) -> torch.Tensor:
+        """Attention weights (N, M) in [0, 1] of a standardised batch (guards that attend)."""
         raise NotImplementedError
 
     def _inference_module(self) -> nn.Module:
@@ -476,6 +484,13 @@ class Guard:
         """Predictions (N,) of the downstream task (guards that predict)."""
         self._require_capability(self.predicts, "predict")
         return self._chunked(self._prepare(batch), self._predict)
+
+    def attention(self, batch: MultimodalBatch) -> torch.Tensor:
+        """Attention weights (N, M) in [0, 1], columns in modality order (guards that attend): how much
+        of each modality the guard's own prediction uses; a guard that attends away from a failed
+        modality lowers its weight."""
+        self._require_capability(self.attends, "attend")
+        return self._chunked(self._prepare(batch), self._attention)
 
     # ================================================================== drift and adaptation
     def _require_drift(self) -> DriftDetector:

@@ -38,6 +38,7 @@ from mmguard.emma.network import EmmaNetwork
 from mmguard.emma.persist import build, describe
 from mmguard.emma.training import (
     EmmaHyper,
+    ImagePotential,
     MLPClassifier,
     StageSettings,
     build_emma,
@@ -71,6 +72,19 @@ class EmmaGuardConfig(GuardConfig):
     sigma: float = Field(0.5, gt=0, description="training noise on standardised data (section 6.3.1)")
     clean_fraction: float = Field(0.5, ge=0, lt=1)
     threshold_rule: Literal["roc_distance", "f1_max"] = "roc_distance"
+    image_potential: Literal["conv", "flat"] = Field(
+        "conv", description="potential of image modalities: conv (convolutional tied DAE, "
+        "emma/conv_potential.py) or flat (the thesis's dense DAE on the flattened image)")
+    image_channels: int = Field(16, ge=1, description="feature maps of the convolutional potential")
+    image_kernel: int = Field(8, ge=1)
+    image_stride: int = Field(4, ge=1)
+    image_padding: int = Field(2, ge=0)
+    unified: bool = Field(False, description="thesis chapter 7: endogenous masks and a cross-modal module "
+                          "between EMMA's gating and the prediction network (emma/unified.py)")
+    unified_rank: int = Field(8, ge=1, description="rank of the unified module's masks")
+    potential_scale: Literal["raw", "normalised"] = Field(
+        "raw", description="raw: the thesis's potential; normalised: each modality's Psi - Psi_min divided by "
+        "its median on clean validation data (emma/potential.py)")
 
 
 @register_guard
@@ -83,7 +97,9 @@ class EmmaGuard(Guard):
     quick_config = {"epochs": 8, "dae_epochs": 8}
     flags = True
     predicts = True
-    # images and time series are flattened for their tied DAE (thesis section 4.4 names this limit)
+    attends = True  # β of eq. 5.5
+    # images get a convolutional tied DAE (image_potential="conv"; "flat": the thesis's dense DAE on the
+    # flattened image, section 4.4); time series are flattened
     modality_kinds = frozenset({"vector", "image", "timeseries"})
     min_modalities = 2
     needs_target = True
@@ -115,8 +131,15 @@ class EmmaGuard(Guard):
         noisy_va = to_streams([self._corrupted(val, seed, "val")])
         weights = class_weights(train.target, self.num_classes)
         stage = StageSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr)
+        image = ImagePotential(cfg.image_potential, cfg.image_channels, cfg.image_kernel, cfg.image_stride,
+                               cfg.image_padding)
         daes = train_daes(clean_tr, seeds, m, hidden=cfg.dae_hidden, epochs=cfg.dae_epochs,
-                          batch_size=cfg.dae_batch_size, sigma=cfg.dae_sigma)
+                          batch_size=cfg.dae_batch_size, sigma=cfg.dae_sigma, image=image)
+        if cfg.potential_scale == "normalised":  # calibrated on clean validation data only
+            with torch.no_grad():
+                for i, d in enumerate(daes):
+                    v = clean_va[f"m{i}"]
+                    d.calibrate_scale_(v.reshape(v.shape[0], v.shape[1], -1))
         in_features = sum(s.size for s in self.specs)
         base = MLPClassifier(EnsembleMLP(seeds, mlp_sizes(in_features, cfg.mmn_hidden, self.num_classes)),
                              m).to(self.device)
@@ -124,7 +147,8 @@ class EmmaGuard(Guard):
                                     weights=weights, settings=stage)
         hyper = EmmaHyper(rho=torch.tensor([cfg.rho]), lambda_c=torch.tensor([cfg.lambda_c]),
                           lambda_e=torch.tensor([cfg.lambda_e]))
-        net = build_emma(daes, base, one, hyper.rho)
+        net = build_emma(daes, base, one, hyper.rho, unified_rank=cfg.unified_rank if cfg.unified else None,
+                         unified_seeds=[derive_seed(seed, "emma-unified")])
         res = train_with(net, noisy_tr, noisy_va, member_stream=one, stream_seeds=seeds, weights=weights,
                          hyper=hyper, settings=stage)
         self.model = net
@@ -140,6 +164,7 @@ class EmmaGuard(Guard):
             "best_val_loss": float(res.best_val[0]),
             "threshold": self.threshold,
             "capacity": float(net.attention.capacity().detach()[0]),
+            "potentials": {n: d.describe() for n, d in zip(self.names, daes, strict=True)},
         }
 
     # ------------------------------------------------------------------ hooks
@@ -148,6 +173,9 @@ class EmmaGuard(Guard):
 
     def _score(self, x: MultimodalBatch) -> torch.Tensor:
         return self.model.attend(self._members(x)).psi[0]  # type: ignore[union-attr,operator]
+
+    def _attention(self, x: MultimodalBatch) -> torch.Tensor:
+        return self.model.attend(self._members(x)).beta[0]  # type: ignore[union-attr,operator]
 
     def _logits(self, x: MultimodalBatch) -> torch.Tensor:
         logits, _ = self.model(self._members(x))  # type: ignore[misc]

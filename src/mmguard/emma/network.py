@@ -4,8 +4,8 @@
 :class:`EmmaAttention` (steps 2-4, chapter 5) + any prediction network (the MMN) that
 receives the gated modalities beta_i * x_i (step 5). Inputs are a list of per-modality
 tensors of shape (G, B, *shape_m); the predictor receives the same list, gated.
-Modalities of any size are flattened for their autoencoder (section 4.4 notes the
-shallow DAE's limits on images; the contract still holds).
+Vector modalities use the dense tied DAE; image modalities may use its convolutional form
+(:mod:`mmguard.emma.conv_potential`, section 4.4's limit lifted); both take flattened inputs.
 """
 
 from __future__ import annotations
@@ -16,8 +16,12 @@ import torch
 from torch import nn
 
 from mmguard.emma.attention import AttentionOutput, EmmaAttention
+from mmguard.emma.conv_potential import ConvTiedDAE
 from mmguard.emma.potential import TiedDAE
 from mmguard.train.ensemble import EnsembleMLP
+
+#: a modality's potential: the dense tied DAE (thesis ch. 4) or its convolutional form for images
+Potential = TiedDAE | ConvTiedDAE
 
 
 class ConcatPredictor(nn.Module):
@@ -27,28 +31,22 @@ class ConcatPredictor(nn.Module):
         super().__init__()
         self.mlp = mlp
 
-    def forward(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, xs: Sequence[torch.Tensor], raw: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """``xs``: the gated modalities β_i x_i; ``raw`` (the ungated ones) is not used here — the unified
+        predictor of :mod:`mmguard.emma.unified` reads it."""
         flat = [x.reshape(x.shape[0], x.shape[1], -1) for x in xs]
         return self.mlp(torch.cat(flat, dim=-1))
 
 
-def select_dae(dae: TiedDAE, index: torch.Tensor) -> TiedDAE:
+def select_dae(dae: Potential, index: torch.Tensor) -> Potential:
     """A frozen copy of ``dae`` holding members ``index`` (maps seeds → grid members), on ``dae``'s device."""
-    out = TiedDAE([0] * len(index), dae.W.shape[2], dae.W.shape[1]).to(dae.W.device)
-    index = index.to(dae.W.device)
-    with torch.no_grad():
-        out.W.copy_(dae.W[index])
-        out.b_f.copy_(dae.b_f[index])
-        out.b_g.copy_(dae.b_g[index])
-        out.psi_min.copy_(dae.psi_min[index])
-    out.requires_grad_(False)
-    return out
+    return dae.select(index)
 
 
 class EmmaNetwork(nn.Module):
     """Potentials → attention → gated modalities → predictor, for G members at once."""
 
-    def __init__(self, daes: Sequence[TiedDAE], attention: EmmaAttention, predictor: nn.Module) -> None:
+    def __init__(self, daes: Sequence[Potential], attention: EmmaAttention, predictor: nn.Module) -> None:
         super().__init__()
         if len(daes) != attention.num_modalities:
             raise ValueError(f"{len(daes)} autoencoders for {attention.num_modalities} modalities")
@@ -67,8 +65,12 @@ class EmmaNetwork(nn.Module):
         )
 
     def attend(self, xs: Sequence[torch.Tensor]) -> AttentionOutput:
-        psi_min = torch.stack([d.psi_min for d in self.daes], dim=-1)
-        return self.attention(self.potentials(xs), psi_min)
+        """Attention from each modality's potential excess over its training minimum, in units of its
+        ``psi_scale`` (1 for the thesis's raw potential; the normalised option sets it, potential.py)."""
+        excess = torch.stack(
+            [d.scaled_excess(x.reshape(*x.shape[:2], -1)) for d, x in zip(self.daes, xs, strict=True)], dim=-1
+        )
+        return self.attention(excess, torch.zeros_like(excess[:, 0]))
 
     def gate(self, xs: Sequence[torch.Tensor], beta: torch.Tensor) -> list[torch.Tensor]:
         """beta_i * x_i (step 5 of figure 5.1)."""
@@ -80,4 +82,4 @@ class EmmaNetwork(nn.Module):
 
     def forward(self, xs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, AttentionOutput]:
         att = self.attend(xs)
-        return self.predictor(self.gate(xs, att.beta)), att
+        return self.predictor(self.gate(xs, att.beta), xs), att

@@ -13,9 +13,11 @@ from typing import Any
 import torch
 
 from mmguard.emma.attention import EmmaAttention
+from mmguard.emma.conv_potential import ConvTiedDAE
 from mmguard.emma.network import ConcatPredictor, EmmaNetwork
 from mmguard.emma.potential import TiedDAE
 from mmguard.emma.training import MLPClassifier
+from mmguard.emma.unified import UnifiedPredictor
 from mmguard.errors import CheckpointError
 from mmguard.io.checkpoint import load_checkpoint, save_checkpoint
 from mmguard.train.ensemble import EnsembleMLP
@@ -37,9 +39,30 @@ def describe(model: torch.nn.Module) -> dict[str, Any]:
             "sizes": list(model.predictor.mlp.sizes),
             "num_modalities": model.attention.num_modalities,
             "members": model.attention.ensemble_size,
-            "dae": [{"in_features": d.W.shape[2], "hidden": d.W.shape[1]} for d in model.daes],
+            "dae": [d.describe() for d in model.daes],
+            **({"unified": {"rank": model.predictor.rank, "sizes": model.predictor.sizes}}
+               if isinstance(model.predictor, UnifiedPredictor) else {}),
         }
     raise TypeError(f"cannot describe {type(model).__name__}")
+
+
+def potential_from(desc: dict[str, Any], members: int) -> TiedDAE | ConvTiedDAE:
+    """An untrained potential of the kind :meth:`describe` recorded (files without a kind: dense)."""
+    kind = desc.get("kind", "tied")
+    dae: TiedDAE | ConvTiedDAE
+    if kind == "tied":
+        dae = TiedDAE([0] * members, int(desc["in_features"]), int(desc["hidden"]))
+    elif kind == "conv":
+        dae = ConvTiedDAE([0] * members, [int(v) for v in desc["image_shape"]], int(desc["channels"]),
+                          int(desc["kernel"]), int(desc["stride"]), int(desc["padding"]))
+    else:
+        raise ValueError(f"unknown potential kind {kind!r}")
+    # the scale of the normalised potential (files without one hold the raw potential: scale 1)
+    scale = torch.tensor([float(v) for v in desc.get("psi_scale", [1.0] * members)])
+    if scale.shape != (members,) or not bool(torch.isfinite(scale).all() and (scale > 0).all()):
+        raise ValueError(f"psi_scale must hold {members} positive finite values, got {desc.get('psi_scale')!r}")
+    dae.psi_scale.copy_(scale)
+    return dae
 
 
 def build(arch: dict[str, Any]) -> torch.nn.Module:
@@ -52,8 +75,12 @@ def build(arch: dict[str, Any]) -> torch.nn.Module:
             mask = torch.ones(g, sizes[0]) if arch.get("input_mask") else None
             return MLPClassifier(EnsembleMLP([0] * g, sizes), m, input_mask=mask)
         if arch["kind"] == "emma":
-            daes = [TiedDAE([0] * g, int(d["in_features"]), int(d["hidden"])) for d in arch["dae"]]
-            return EmmaNetwork(daes, EmmaAttention(g, m, 1.0), ConcatPredictor(EnsembleMLP([0] * g, sizes)))
+            daes = [potential_from(d, g) for d in arch["dae"]]
+            mlp = EnsembleMLP([0] * g, sizes)
+            uni = arch.get("unified")
+            predictor = (ConcatPredictor(mlp) if uni is None
+                         else UnifiedPredictor(mlp, [int(v) for v in uni["sizes"]], [0] * g, int(uni["rank"])))
+            return EmmaNetwork(daes, EmmaAttention(g, m, 1.0), predictor)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"malformed model architecture {arch!r}: {exc}") from None
     raise CheckpointError(f"unknown model kind {arch.get('kind')!r}")

@@ -16,12 +16,22 @@ tested with autograd on random inputs (tests/emma/test_potential.py). The consta
 
 All tensors carry a leading ensemble axis G (one autoencoder per seed, trained together,
 see :mod:`mmguard.train.ensemble`); inputs are (G, N, L).
+
+**Normalised potential** (issue 12; not in the thesis): Psi depends on a modality's dimension and
+scale, so the shifted potentials of eq. 5.3 of a 31-d and a 12,288-d modality are not comparable.
+Every potential carries a per-member scale ``psi_scale`` (1 = the thesis's raw potential).
+:meth:`PotentialScale.calibrate_scale_` sets it to the median of ``Psi - Psi_min`` over clean
+*validation* data, so that a typical clean sample sits one unit above the training minimum in
+every modality. EMMA's attention reads ``(Psi - Psi_min) / psi_scale`` (:meth:`scaled_excess`);
+the scale is a positive constant per modality, so the ordering of samples within a modality, and
+the gradient identity up to that factor, are unchanged.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +40,28 @@ from torch import nn
 from mmguard.train.ensemble import member_generator
 
 
-class TiedDAE(nn.Module):
+class PotentialScale:
+    """The normalisation of a potential (module docstring); mixed into every tied DAE."""
+
+    psi_min: torch.Tensor
+    psi_scale: torch.Tensor
+
+    def potential(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - implemented by the DAE
+        raise NotImplementedError
+
+    def scaled_excess(self, x: torch.Tensor) -> torch.Tensor:
+        """(Psi(x) - Psi_min) / psi_scale, (G, N): what eq. 5.3 shifts, in units of the clean spread."""
+        return (self.potential(x) - self.psi_min.unsqueeze(1)) / self.psi_scale.unsqueeze(1)
+
+    @torch.no_grad()
+    def calibrate_scale_(self, clean: torch.Tensor, floor: float = 1e-6) -> torch.Tensor:
+        """Set ``psi_scale`` to the median of Psi - Psi_min over ``clean`` (G, N, L) data; returns it."""
+        excess = self.potential(clean) - self.psi_min.unsqueeze(1)
+        self.psi_scale.copy_(excess.median(dim=1).values.clamp(min=floor))
+        return self.psi_scale
+
+
+class TiedDAE(PotentialScale, nn.Module):
     """G tied-weight sigmoid denoising autoencoders with L inputs and U hidden units."""
 
     def __init__(self, seeds: Sequence[int], in_features: int, hidden: int = 12, stream: int = 0) -> None:
@@ -46,10 +77,27 @@ class TiedDAE(nn.Module):
         self.b_g = nn.Parameter(torch.zeros(g, in_features))
         # lowest potential over the clean training set, per member (eq. 5.3)
         self.register_buffer("psi_min", torch.zeros(g))
+        self.register_buffer("psi_scale", torch.ones(g), persistent=False)  # saved in describe()
 
     @property
     def ensemble_size(self) -> int:
         return self.W.shape[0]
+
+    @property
+    def in_features(self) -> int:
+        return self.W.shape[2]
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "tied", "in_features": self.W.shape[2], "hidden": self.W.shape[1],
+                "psi_scale": self.psi_scale.tolist()}
+
+    def select(self, index: torch.Tensor) -> TiedDAE:
+        """A frozen copy holding members ``index`` (maps seeds → grid members), on this module's device."""
+        out = TiedDAE([0] * len(index), self.W.shape[2], self.W.shape[1]).to(self.W.device, self.W.dtype)
+        index = index.to(self.W.device)
+        out.load_state_dict({k: v[index] for k, v in self.state_dict().items()})
+        out.psi_scale.copy_(self.psi_scale[index])
+        return out.requires_grad_(False)
 
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         """W x + b_f for x of shape (G, N, L) → (G, N, U)."""
@@ -71,7 +119,7 @@ class TiedDAE(nn.Module):
 
 
 def fit_dae(
-    dae: TiedDAE,
+    dae: TiedDAE | Any,
     data: torch.Tensor,
     seeds: Sequence[int],
     *,

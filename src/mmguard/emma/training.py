@@ -26,9 +26,11 @@ import torch
 from torch import nn
 
 from mmguard.emma.attention import EmmaAttention
+from mmguard.emma.conv_potential import ConvTiedDAE
 from mmguard.emma.losses import emma_objective, task_loss
 from mmguard.emma.network import ConcatPredictor, EmmaNetwork, select_dae
 from mmguard.emma.potential import TiedDAE, fit_dae
+from mmguard.emma.unified import UnifiedPredictor
 from mmguard.train.ensemble import EnsembleMLP
 from mmguard.train.loop import TrainResult, train_ensemble
 
@@ -93,6 +95,19 @@ def mlp_sizes(in_features: int, hidden: Sequence[int], num_classes: int) -> list
     return [in_features, *hidden, out]
 
 
+@dataclass(frozen=True)
+class ImagePotential:
+    """How image modalities (C, H, W) get their potential: ``flat`` — the thesis's dense tied DAE on the
+    flattened image (section 4.4's limit); ``conv`` — the convolutional tied DAE of
+    :mod:`mmguard.emma.conv_potential` with ``channels`` feature maps of ``kernel`` x ``kernel``."""
+
+    kind: str = "flat"
+    channels: int = 16
+    kernel: int = 8
+    stride: int = 4
+    padding: int = 2
+
+
 def train_daes(
     train_clean: Streams,
     seeds: Sequence[int],
@@ -103,32 +118,43 @@ def train_daes(
     batch_size: int = 64,
     sigma: float = 0.01,
     lr: float = 1e-3,
-) -> list[TiedDAE]:
+    image: ImagePotential | None = None,
+) -> list[TiedDAE | ConvTiedDAE]:
     """One tied DAE per modality and seed, on clean training data (appendix B defaults).
 
-    Modalities with the same number of features train together as one ensemble of
-    (modalities x seeds) members — independent members, one loop. Member (i, s) draws its
-    initialisation, data order and denoising noise from ``derive_seed(s, "dae", i)``.
-    Returns one frozen :class:`TiedDAE` (S members) per modality, in modality order.
+    Modalities of the same kind and size train together as one ensemble of (modalities x seeds)
+    members — independent members, one loop. Member (i, s) draws its initialisation, data order and
+    denoising noise from ``derive_seed(s, "dae", i)``. Image modalities (streams of shape
+    (S, N, C, H, W)) get the convolutional potential when ``image.kind == "conv"``.
+    Returns one frozen potential (S members) per modality, in modality order.
     """
     from mmguard.faults.rng import derive_seed
 
+    image = image or ImagePotential()
     keys = modality_keys(num_modalities)
     flat = {
         i: train_clean[k].reshape(train_clean[k].shape[0], train_clean[k].shape[1], -1)
         for i, k in enumerate(keys)
     }
-    by_size: dict[int, list[int]] = {}
-    for i in range(num_modalities):
-        by_size.setdefault(flat[i].shape[-1], []).append(i)
+    kinds: dict[tuple, list[int]] = {}
+    for i, k in enumerate(keys):
+        shape = tuple(train_clean[k].shape[2:])
+        key = ("conv", shape) if image.kind == "conv" and len(shape) == 3 else ("tied", flat[i].shape[-1])
+        kinds.setdefault(key, []).append(i)
     s_count = len(seeds)
-    out: dict[int, TiedDAE] = {}
-    for size, mods in by_size.items():
+    out: dict[int, TiedDAE | ConvTiedDAE] = {}
+    for (kind, size), mods in kinds.items():
         member_seeds = [derive_seed(s, "dae", i) for i in mods for s in seeds]
         data = torch.cat(
             [flat[i].expand(s_count, -1, -1) if flat[i].shape[0] == 1 else flat[i] for i in mods]
         )
-        dae = TiedDAE(member_seeds, size, hidden, stream=11).to(data.device)
+        dae: TiedDAE | ConvTiedDAE
+        if kind == "conv":
+            dae = ConvTiedDAE(member_seeds, size, image.channels, image.kernel, image.stride, image.padding,
+                              stream=11)
+        else:
+            dae = TiedDAE(member_seeds, size, hidden, stream=11)
+        dae = dae.to(data.device)
         fit_dae(dae, data, member_seeds, epochs=epochs, batch_size=batch_size, sigma=sigma, lr=lr, stream=21)
         for j, i in enumerate(mods):
             out[i] = select_dae(dae, torch.arange(j * s_count, (j + 1) * s_count))
@@ -213,12 +239,14 @@ class AnnealSettings:
 
 
 def build_emma(
-    daes: Sequence[TiedDAE],
+    daes: Sequence[TiedDAE | ConvTiedDAE],
     base: MLPClassifier,
     member_seed_index: torch.Tensor,
     rho: torch.Tensor,
     *,
     neutral_start: bool = False,
+    unified_rank: int | None = None,
+    unified_seeds: Sequence[int] | None = None,
 ) -> EmmaNetwork:
     """EMMA + MMN for G members; member g uses the DAEs and base weights of seed member_seed_index[g].
 
@@ -231,7 +259,11 @@ def build_emma(
     if neutral_start:
         with torch.no_grad():
             mlp.layers[0].weight.div_(math.tanh(1.0 / m))
-    net = EmmaNetwork([select_dae(d, member_seed_index) for d in daes], attention, ConcatPredictor(mlp))
+    predictor: nn.Module = ConcatPredictor(mlp)
+    if unified_rank is not None:  # thesis chapter 7: endogenous masks + cross-modal module (emma/unified.py)
+        predictor = UnifiedPredictor(mlp, [d.in_features for d in daes], list(unified_seeds or range(g)),
+                                     unified_rank)
+    net = EmmaNetwork([select_dae(d, member_seed_index) for d in daes], attention, predictor)
     return net.to(module_device(base))
 
 

@@ -102,6 +102,19 @@ def prediction_summary(pred: torch.Tensor, target: torch.Tensor) -> dict[str, fl
     return {"f1": float(f1), "accuracy": float((p == y).mean())}
 
 
+def attention_summary(weights: torch.Tensor, mask: torch.Tensor, names: tuple[str, ...]) -> dict[str, Any]:
+    """Mean attention weight per modality over all samples, over those where that modality failed and
+    over those where it did not (None where there are none): {modality: {all, failed, healthy}}."""
+    w, m = weights.double(), mask.bool()
+    out: dict[str, Any] = {}
+    for j, name in enumerate(names):
+        col, failed = w[:, j], m[:, j]
+        out[name] = {"all": float(col.mean()),
+                     "failed": float(col[failed].mean()) if bool(failed.any()) else None,
+                     "healthy": float(col[~failed].mean()) if bool((~failed).any()) else None}
+    return out
+
+
 def evaluate_guard(
     guard: Guard,
     faulty_raw: MultimodalBatch,
@@ -114,7 +127,7 @@ def evaluate_guard(
 
     ``clean_std`` is the clean version of the same samples in the reference standardised
     units; ``faulty_raw.fault_mask`` is the ground truth. Returns ``{"errors": ...,
-    "detection": ..., "prediction": ...}`` plus the raw outputs for further use: ``scores``
+    "detection": ..., "prediction": ..., "attention": ...}`` plus the raw outputs for further use: ``scores``
     (N, M) or None, ``fixed_std`` (the transform, standardised) or None, ``pred`` (N,) or None.
     """
     mask = faulty_raw.mask_or_clean()
@@ -142,6 +155,8 @@ def evaluate_guard(
     if guard.predicts and faulty_raw.target is not None:
         pred = guard.predict(faulty_raw)
         out["prediction"] = prediction_summary(pred, faulty_raw.target)
+    if guard.attends:
+        out["attention"] = attention_summary(guard.attention(faulty_raw), mask, names)
     out["scores"], out["fixed_std"], out["pred"] = scores, fixed, pred
     return out
 

@@ -93,13 +93,30 @@ def render_report(metrics: dict[str, Any]) -> str:
             lines.append(f"| {g} | {_ms(_get(c, 'clean', 'prediction', 'f1'), 3)} | "
                          f"{_ms(_get(c, 'mix', 'prediction', 'f1'), 3)} |")
         lines.append("")
+    for g, rows in (metrics.get("attention") or {}).items():
+        if not rows:
+            continue
+        lines += [f"## Attention of `{g}` on the failed modality", "",
+                  "Mean attention weight on the modality a family fails, under the fault and on clean input; the "
+                  "ratio is paired per seed (below 0.5: the weight fell by at least half).", "",
+                  "| condition | origin | modality | under the fault | on clean input | ratio | detection rate |",
+                  "|---|---|---|---|---|---|---|"]
+        for label, r in rows.items():
+            lines.append(f"| {label} | {r['origin']} | {r['modality']} | {_ms(r['failed'], 3)} | "
+                         f"{_ms(r['clean'], 3)} | {_ms(r['ratio'], 3)} | {_ms(r['detection_rate'], 3)} |")
+        lines.append("")
     for task, d in (metrics.get("downstream") or {}).items():
         metric = "MAE" if d["metric"] == "mae" else "F1"
         oracle_clean = d["scores"]["oracle"]["clean"]
         lines += [f"## Downstream task `{task}`: fraction of clean performance retained", ""]
         if not d["retention"]:
-            lines += [f"Undefined: the clean model scores {metric} {_ms(oracle_clean, 4)} on clean input, so there is "
-                      "no clean performance to retain (for a rare class: the model never predicts it).", ""]
+            if metric == "MAE" or (oracle_clean is not None and oracle_clean[0] > 0):
+                lines += [f"Not reported: the clean model scores {metric} {_ms(oracle_clean, 4)} on clean input, "
+                          "but the run has no fault-family conditions (trained, unseen, common cause) to average "
+                          "over.", ""]
+            else:
+                lines += [f"Undefined: the clean model scores {metric} {_ms(oracle_clean, 4)} on clean input, so there "
+                          "is no clean performance to retain (for a rare class: the model never predicts it).", ""]
             continue
         rule = ("MAE of the clean model on clean input / MAE of the option" if metric == "MAE"
                 else "F1 of the option / F1 of the clean model on clean input")

@@ -498,8 +498,29 @@ def aggregate(cfg: BenchConfig, units: dict[str, dict[int, dict[str, Any]]],
         "none": none,
         "reference": reference,
         "paired_ratios": ratios,
+        "attention": {name: _attention_drop(units[name], seeds) for name in cfg.guards
+                      if "attention" in units[name][seeds[0]]["conditions"]["clean"]},
         "condition_origins": {label: c["origin"] for label, c in inputs[seeds[0]].items()},
     }
+
+
+def _attention_drop(per_seed: dict[int, dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """For each condition that fails exactly one modality in every sample (a single-modality family):
+    the attention weight on that modality under the fault, on clean input, and their paired ratio
+    (per seed: failed / clean; below 0.5 = the weight fell by at least half)."""
+    out: dict[str, Any] = {}
+    for label, first in per_seed[seeds[0]]["conditions"].items():
+        failed = [m for m, a in first.get("attention", {}).items() if a["failed"] is not None and a["healthy"] is None]
+        if len(failed) != 1 or label in ("clean", "mix"):
+            continue
+        mod = failed[0]
+        under = [per_seed[s]["conditions"][label]["attention"][mod]["failed"] for s in seeds]
+        clean = [per_seed[s]["conditions"]["clean"]["attention"][mod]["all"] for s in seeds]
+        det = [((per_seed[s]["conditions"][label].get("detection") or {}).get("detection_rate")) for s in seeds]
+        out[label] = {"modality": mod, "origin": first["origin"], "failed": mean_std(under),
+                      "clean": mean_std(clean), "ratio": _ratio(under, clean),
+                      "detection_rate": None if any(d is None for d in det) else mean_std(det)}
+    return out
 
 
 def _combined(unit: dict[str, Any], label: str, subset: str) -> float | None:

@@ -48,7 +48,6 @@ from mmguard.devices import resolve_device
 from mmguard.emma.data import num_classes_of, schedule_spec, to_streams
 from mmguard.emma.losses import class_weights
 from mmguard.emma.network import EmmaNetwork
-from mmguard.emma.potential import TiedDAE
 from mmguard.emma.training import (
     AnnealSettings,
     EmmaHyper,
@@ -667,9 +666,5 @@ def extract_members(net: EmmaNetwork, index: torch.Tensor) -> EmmaNetwork:
     )
     mlp = EnsembleMLP([0] * g, net.predictor.mlp.sizes)
     copy_members(mlp, net.predictor.mlp, index)
-    daes = []
-    for d in net.daes:
-        nd = TiedDAE([0] * g, d.W.shape[2], d.W.shape[1])
-        nd.load_state_dict({k: v[index] for k, v in d.state_dict().items()})
-        daes.append(nd)
+    daes = [d.select(index) for d in net.daes]
     return EmmaNetwork(daes, att, ConcatPredictor(mlp)).to(dev)
