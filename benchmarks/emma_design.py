@@ -21,14 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
-from mmguard.data.preprocessing import Standardizer
-from mmguard.data.registry import load_dataset
-from mmguard.data.splits import make_splits
+from design_common import validation_setup, write_variants
 from mmguard.eval.guard_eval import evaluate_guard
-from mmguard.faults import apply_faults
-from mmguard.faults.scenarios import family_specs, training_spec
 from mmguard.guard import create_guard
 
 VARIANTS: dict[str, dict] = {
@@ -48,14 +43,8 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--quick", action="store_true", help="CI-sized guard settings (a smoke test)")
     args = ap.parse_args()
-    batch = load_dataset(args.data)
-    splits = make_splits(batch, seed=args.seed)
-    st = Standardizer.fit(splits.train)
-    val_std = st.transform(splits.val)
-    conds = {"clean": ("clean", val_std),
-             "mix": ("mix", apply_faults(val_std, training_spec(val_std), seed=12345))}
-    for i, (label, (origin, spec)) in enumerate(family_specs(val_std).items()):
-        conds[label] = (origin, apply_faults(val_std, spec, seed=12346 + i))
+    splits, st, val_std, faulty = validation_setup(args.data, args.seed)
+    conds = {"clean": ("clean", val_std), **faulty}
     results = {}
     for name in args.variants.split(","):
         guard = create_guard("emma", {**VARIANTS[name], "drift": None}, quick=args.quick)
@@ -81,15 +70,12 @@ def main() -> None:
               f"attention ratio mean {results[name]['mean_attention_ratio']:.3f} "
               f"(max {max(ratios.values()):.3f}); best val loss {guard.fit_report['best_val_loss']:.4f}",
               flush=True)
-    scene = Path(args.data.split(":", 1)[-1].split("?")[0]).stem
-    out = Path(args.out or Path(__file__).parent / "results" / f"emma_design_{scene}.json")
-    if out.is_file():
-        results = {**json.loads(out.read_text())["variants"], **results}
-    ranked = sorted(results, key=lambda k: (-round(results[k]["macro_f1"]["mix"] / 0.005),
-                                            results[k]["mean_attention_ratio"]))
-    out.write_text(json.dumps({"data": args.data, "seed": args.seed, "split": "validation",
-                               "rule": "highest macro F1 on the validation mix; ties (0.005): lower attention ratio",
-                               "chosen": ranked[0], "variants": results}, indent=1))
+    header = {"seed": args.seed, "split": "validation",
+              "rule": "highest macro F1 on the validation mix; ties (0.005): lower attention ratio"}
+    out, every = write_variants(args.data, "emma_design", args.out, header, results)
+    ranked = sorted(every, key=lambda k: (-round(every[k]["macro_f1"]["mix"] / 0.005),
+                                          every[k]["mean_attention_ratio"]))
+    out.write_text(json.dumps({"data": args.data, **header, "chosen": ranked[0], "variants": every}, indent=1))
     print(f"chosen: {ranked[0]}; wrote {out}")
 
 

@@ -12,18 +12,12 @@ metric. Writes ``results/restore_design_<scene>.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 
-from mmguard.data.preprocessing import Standardizer
-from mmguard.data.registry import load_dataset
-from mmguard.data.splits import make_splits
+from design_common import validation_setup, write_variants
 from mmguard.eval.guard_eval import evaluate_guard
-from mmguard.faults import apply_faults
-from mmguard.faults.scenarios import family_specs, training_spec
 from mmguard.guard import create_guard
 
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -48,19 +42,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--out", default=None)
+    ap.add_argument("--quick", action="store_true", help="CI-sized guard settings (a smoke test)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    batch = load_dataset(args.data)
-    splits = make_splits(batch, seed=args.seed)
-    st = Standardizer.fit(splits.train)
-    val_std = st.transform(splits.val)
-    conds = {"mix": ("mix", apply_faults(val_std, training_spec(val_std), seed=12345))}
-    for i, (label, (origin, spec)) in enumerate(family_specs(val_std).items()):
-        conds[label] = (origin, apply_faults(val_std, spec, seed=12346 + i))
+    splits, st, val_std, conds = validation_setup(args.data, args.seed)
     results = {}
     for name in args.variants.split(","):
         kind, config = VARIANTS[name]
-        guard = create_guard(kind, config)
+        guard = create_guard(kind, config, quick=args.quick)
         t0 = time.perf_counter()
         guard.fit(splits, seed=args.seed)
         fit_s = time.perf_counter() - t0
@@ -100,12 +89,8 @@ def main() -> None:
               f"{results[name]['unseen_mean']:.4f}; with the true fault mask as flags "
               f"{rows['mix']['oracle_flags_faulty']['combined']:.4f}; flag rates {rows['mix']['flag_rates']}",
               flush=True)
-    scene = Path(args.data.split(":", 1)[-1].split("?")[0]).stem
-    out = Path(args.out or Path(__file__).parent / "results" / f"restore_design_{scene}.json")
-    if out.is_file():  # variants accumulate: a later call adds (or replaces) its variants
-        results = {**json.loads(out.read_text())["variants"], **results}
-    out.write_text(json.dumps({"data": args.data, "seed": args.seed, "split": "validation",
-                               "faults": "training mix, seed 12345", "variants": results}, indent=1))
+    out, _ = write_variants(args.data, "restore_design", args.out,
+                            {"seed": args.seed, "split": "validation", "faults": "training mix, seed 12345"}, results)
     print(f"wrote {out}")
 
 

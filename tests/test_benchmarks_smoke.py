@@ -57,3 +57,34 @@ def test_stage1_flops_quick_runs_and_reports_the_peak_fraction(tmp_path: Path) -
     assert {"eager", "nchw_decoder", "channels_last", "fused_adam"} <= variants
     assert all(0 < row["peak_fraction"] for row in result["steps"])
     assert result["training_loop"]["train_samples"] == 128
+
+
+def test_design_experiments_run_on_validation_and_accumulate_variants(tmp_path: Path) -> None:
+    """emma_design.py and restore_design.py (their shared validation setup, design_common.py) run in
+    --quick mode; a second call adds its variants to the same JSON."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "emma.json"
+
+    def emma(variants: str) -> dict:
+        res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "emma_design.py"), "--data", "toy?n=400",
+                              "--quick", "--variants", variants, "--out", str(out)], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return json.loads(out.read_text())
+
+    emma("thesis")
+    data = emma("normalised-rho1")
+    assert set(data["variants"]) == {"thesis", "normalised-rho1"} and data["split"] == "validation"
+    assert data["chosen"] in data["variants"]
+    for v in data["variants"].values():
+        assert 0.0 <= v["macro_f1"]["mix"] <= 1.0 and v["attention_ratio"]
+        assert set(v["conditions"]) >= {"clean", "mix"}
+    scales = data["variants"]["normalised-rho1"]["fit"]["potentials"]
+    assert all(p["psi_scale"] != [1.0] for p in scales.values())  # the normalised potential was calibrated
+    rout = tmp_path / "restore.json"
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "restore_design.py"), "--data", "toy?n=400",
+                          "--quick", "--variants", "dae", "--out", str(rout)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = json.loads(rout.read_text())["variants"]["dae"]["conditions"]
+    assert rows["mix"]["errors"]["faulty"]["combined"] > 0

@@ -67,12 +67,7 @@ class ConvTiedDAE(PotentialScale, nn.Module):
         self.W = nn.Parameter(torch.stack(ws))  # (G, K, C, k, k)
         self.b_f = nn.Parameter(torch.zeros(g, channels))
         self.b_g = nn.Parameter(torch.zeros(g, c * h * w))
-        self.register_buffer("psi_min", torch.zeros(g))
-        self.register_buffer("psi_scale", torch.ones(g), persistent=False)  # saved in describe()
-
-    @property
-    def ensemble_size(self) -> int:
-        return self.W.shape[0]
+        self._register_potential_buffers(g)
 
     @property
     def in_features(self) -> int:
@@ -117,11 +112,5 @@ class ConvTiedDAE(PotentialScale, nn.Module):
                 "kernel": self.kernel, "stride": self.stride, "padding": self.padding,
                 "psi_scale": self.psi_scale.tolist()}
 
-    def select(self, index: torch.Tensor) -> ConvTiedDAE:
-        """A frozen copy holding members ``index``, on this module's device."""
-        out = ConvTiedDAE([0] * len(index), self.image_shape, self.channels, self.kernel, self.stride,
-                          self.padding).to(self.W.device, self.W.dtype)
-        index = index.to(self.W.device)
-        out.load_state_dict({k: v[index] for k, v in self.state_dict().items()})
-        out.psi_scale.copy_(self.psi_scale[index])
-        return out.requires_grad_(False)
+    def _empty(self, members: int) -> ConvTiedDAE:
+        return ConvTiedDAE([0] * members, self.image_shape, self.channels, self.kernel, self.stride, self.padding)

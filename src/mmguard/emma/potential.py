@@ -41,13 +41,41 @@ from mmguard.train.ensemble import member_generator
 
 
 class PotentialScale:
-    """The normalisation of a potential (module docstring); mixed into every tied DAE."""
+    """What every tied DAE shares (the dense one below and the convolutional one of
+    :mod:`mmguard.emma.conv_potential`): the buffers ``psi_min`` (eq. 5.3) and ``psi_scale`` (the
+    normalisation of the module docstring), the ensemble size, member selection and the scale's
+    calibration. A subclass is an ``nn.Module`` with a parameter ``W`` whose first axis is the
+    member, and implements ``potential``, ``describe`` and ``_empty`` (an untrained copy of ``n``
+    members)."""
 
+    W: torch.Tensor
     psi_min: torch.Tensor
     psi_scale: torch.Tensor
 
+    def _register_potential_buffers(self, members: int) -> None:
+        # lowest potential over the clean training set, per member (eq. 5.3)
+        self.register_buffer("psi_min", torch.zeros(members))  # type: ignore[attr-defined]
+        # not in the weights file: saved in describe() (so files of the raw potential still load)
+        self.register_buffer("psi_scale", torch.ones(members), persistent=False)  # type: ignore[attr-defined]
+
+    @property
+    def ensemble_size(self) -> int:
+        return self.W.shape[0]
+
     def potential(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - implemented by the DAE
         raise NotImplementedError
+
+    def _empty(self, members: int) -> Any:  # pragma: no cover - implemented by the DAE
+        raise NotImplementedError
+
+    def select(self, index: torch.Tensor) -> Any:
+        """A frozen copy holding members ``index`` (maps seeds → grid members), on this module's device
+        and dtype."""
+        out = self._empty(len(index)).to(self.W.device, self.W.dtype)
+        index = index.to(self.W.device)
+        out.load_state_dict({k: v[index] for k, v in self.state_dict().items()})  # type: ignore[attr-defined]
+        out.psi_scale.copy_(self.psi_scale[index])
+        return out.requires_grad_(False)
 
     def scaled_excess(self, x: torch.Tensor) -> torch.Tensor:
         """(Psi(x) - Psi_min) / psi_scale, (G, N): what eq. 5.3 shifts, in units of the clean spread."""
@@ -75,13 +103,7 @@ class TiedDAE(PotentialScale, nn.Module):
         self.W = nn.Parameter(torch.stack(ws))  # (G, U, L)
         self.b_f = nn.Parameter(torch.zeros(g, hidden))
         self.b_g = nn.Parameter(torch.zeros(g, in_features))
-        # lowest potential over the clean training set, per member (eq. 5.3)
-        self.register_buffer("psi_min", torch.zeros(g))
-        self.register_buffer("psi_scale", torch.ones(g), persistent=False)  # saved in describe()
-
-    @property
-    def ensemble_size(self) -> int:
-        return self.W.shape[0]
+        self._register_potential_buffers(g)
 
     @property
     def in_features(self) -> int:
@@ -91,13 +113,8 @@ class TiedDAE(PotentialScale, nn.Module):
         return {"kind": "tied", "in_features": self.W.shape[2], "hidden": self.W.shape[1],
                 "psi_scale": self.psi_scale.tolist()}
 
-    def select(self, index: torch.Tensor) -> TiedDAE:
-        """A frozen copy holding members ``index`` (maps seeds → grid members), on this module's device."""
-        out = TiedDAE([0] * len(index), self.W.shape[2], self.W.shape[1]).to(self.W.device, self.W.dtype)
-        index = index.to(self.W.device)
-        out.load_state_dict({k: v[index] for k, v in self.state_dict().items()})
-        out.psi_scale.copy_(self.psi_scale[index])
-        return out.requires_grad_(False)
+    def _empty(self, members: int) -> TiedDAE:
+        return TiedDAE([0] * members, self.W.shape[2], self.W.shape[1])
 
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         """W x + b_f for x of shape (G, N, L) → (G, N, U)."""
