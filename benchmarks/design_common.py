@@ -9,6 +9,7 @@ variants over calls in one JSON file per scene.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,17 @@ from mmguard.faults import apply_faults
 from mmguard.faults.scenarios import family_specs, training_spec
 
 RESULTS = Path(__file__).parent / "results"
+
+
+def design_args(doc: str | None, variants: dict[str, Any]) -> argparse.Namespace:
+    """The command line every design experiment takes: --data, --seed, --variants, --out, --quick."""
+    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variants", default=",".join(variants))
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--quick", action="store_true", help="CI-sized guard settings (a smoke test)")
+    return ap.parse_args()
 
 
 def validation_setup(data: str, seed: int) -> tuple[Splits, Standardizer, MultimodalBatch,

@@ -11,12 +11,11 @@ metric. Writes ``results/restore_design_<scene>.json``.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 
-from design_common import validation_setup, write_variants
+from design_common import design_args, validation_setup, write_variants
 from mmguard.eval.guard_eval import evaluate_guard
 from mmguard.guard import create_guard
 
@@ -37,13 +36,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--variants", default=",".join(VARIANTS))
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--quick", action="store_true", help="CI-sized guard settings (a smoke test)")
-    args = ap.parse_args()
+    args = design_args(__doc__, VARIANTS)
     torch.set_num_threads(1)
     splits, st, val_std, conds = validation_setup(args.data, args.seed)
     results = {}
