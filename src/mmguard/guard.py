@@ -69,10 +69,11 @@ import importlib.util
 import os
 import pkgutil
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
@@ -83,6 +84,16 @@ from mmguard.calibration import grouped_max_quantile_calibration, max_quantile_c
 from mmguard.data.model import ModalitySpec, MultimodalBatch
 from mmguard.data.preprocessing import Standardizer
 from mmguard.data.splits import Splits
+from mmguard.data.stream import (
+    DEFAULT_BUFFER_BYTES,
+    DEFAULT_CHUNK_BYTES,
+    RowSource,
+    StreamSplit,
+    buffer_rows_for,
+    chunk_rows_for,
+    iter_chunks,
+    return_freed_memory,
+)
 from mmguard.devices import autocast, resolve_device, resolve_precision, use_precision
 from mmguard.errors import CheckpointError, DataError, NotFittedError, SpecError
 from mmguard.io.checkpoint import load_checkpoint, read_json, save_checkpoint, write_json
@@ -136,6 +147,8 @@ class Guard:
     quick_config: ClassVar[dict[str, Any]] = {}
     #: whether ``bf16`` autocast may be used for this guard's training forward passes and inference
     mixed_precision: ClassVar[bool] = True
+    #: whether the guard trains from data read from disk in chunks (:meth:`fit_stream`, ``_fit_stream``)
+    streams: ClassVar[bool] = False
 
     def __init__(self, config: GuardConfig | Mapping[str, Any] | None = None, *, device: str = "cpu") -> None:
         self.config = self.validate_config(config)
@@ -194,6 +207,7 @@ class Guard:
             "modality_kinds": sorted(cls.modality_kinds),
             "min_modalities": cls.min_modalities,
             "needs_target": cls.needs_target,
+            "streams": cls.streams,
             "quick_config": cls.quick_config,
             "config": cls.config_class.model_json_schema(),
         }
@@ -203,6 +217,12 @@ class Guard:
         self, train: MultimodalBatch, val: MultimodalBatch, *, seed: int, progress: bool
     ) -> dict[str, Any]:
         """Train on standardised splits (val for early stopping); set ``self.model``; return a report."""
+        raise NotImplementedError
+
+    def _fit_stream(self, train: StreamSplit, val: StreamSplit, *, seed: int, progress: bool) -> dict[str, Any]:
+        """Optional (``streams = True``): train on standardised splits read from disk in chunks
+        (:class:`~mmguard.data.stream.StreamSplit`: ``minibatches`` for training, ``chunks`` for
+        validation); set ``self.model``; return a report. Memory must not grow with the dataset."""
         raise NotImplementedError
 
     def _score(self, x: MultimodalBatch) -> torch.Tensor:
@@ -280,7 +300,7 @@ class Guard:
             if len(clean) < 2:
                 raise DataError("calibration needs at least 2 clean validation samples")
             self.calibration = self._calibrate(self._raw_scores(clean, precision="fp32"),
-                                               self._calibration_groups(clean))
+                                               self._calibration_groups(clean.meta))
             report = {**report, "calibration": self.calibration_summary()}
         if self.config.drift is not None:
             clean_val = val.select(~val.mask_or_clean().any(1)) if val.fault_mask is not None else val
@@ -290,17 +310,98 @@ class Guard:
         self.fit_report = report
         return report
 
-    def _calibration_groups(self, clean: MultimodalBatch) -> torch.Tensor | None:
-        """The group of each clean validation sample for ``calibrate_over`` = groups/auto, else None."""
+    @classmethod
+    def require_streaming(cls) -> None:
+        """One-line :class:`SpecError` unless the guard trains from a stream (``streams``)."""
+        if not cls.streams:
+            can = sorted(n for n, c in available_guards().items() if c.streams)
+            raise SpecError(f"guard {cls.name!r} does not train from a stream (data larger than memory); "
+                            f"guards that do: {', '.join(can) or 'none'}; or load the data without --stream")
+
+    def fit_stream(self, train: RowSource, val: RowSource, *, seed: int = 0, progress: bool = False,
+                   buffer_bytes: int = DEFAULT_BUFFER_BYTES, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+                   ) -> dict[str, Any]:
+        """:meth:`fit` on splits that stay on disk (datasets larger than memory; docs/distributed.md).
+
+        ``train`` and ``val`` are raw :class:`~mmguard.data.stream.RowSource` splits (e.g.
+        :func:`mmguard.data.stream_splits`). The base class does what :meth:`fit` does, in chunks of
+        ``chunk_bytes`` of float32 rows: checks (modality kinds, NaN/Inf in every chunk read), the standardiser
+        (:meth:`Standardizer.fit_chunks`, equal to :meth:`Standardizer.fit` up to float64 rounding),
+        the calibration (raw scores of every validation chunk — (N, M) numbers, not data — with
+        split-conformal groups from the validation meta), and the drift detector, fitted on a seeded
+        subsample of at most ``reference_size + pool_size`` training and ``pool_size`` validation rows
+        (bounded; the in-memory fit draws its subsample from the whole split, so the two detectors differ).
+        Training is the hook ``_fit_stream``, whose shuffle buffer holds ``buffer_bytes`` of float32
+        rows. Guards with ``streams = False`` refuse with one line. The validation split is treated as
+        clean (a streamed split carries no fault annotation)."""
+        self.require_streaming()
+        for src, where in ((train, "training split"), (val, "validation split")):
+            if not isinstance(src, RowSource):
+                raise DataError(f"fit_stream takes row sources; the {where} is a {type(src).__name__}")
+            self._check_specs(src.specs, where)
+            if len(src) < 2:
+                raise DataError(f"{where} has {len(src)} samples; need at least 2")
+        if val.specs != train.specs:
+            raise DataError("training and validation splits have different modalities")
+        if self.needs_target:
+            raise SpecError(f"guard {self.name!r} needs a target; streamed fitting covers guards without one")
+
+        return_freed_memory()
+        chunk_rows = chunk_rows_for(train, chunk_bytes)
+
+        def checked(src: RowSource, where: str) -> Iterator[MultimodalBatch]:
+            for chunk in iter_chunks(src, chunk_rows, self.config.group_key):
+                chunk.check_finite(where)
+                yield _as_float32(chunk)
+
+        st = Standardizer.fit_chunks(checked(train, "training split"))
+        self.model = None
+        self.specs, self.standardizer, self.calibration = tuple(train.specs), st, None
+        self.drift_detector, self._adapted, self.class_prior = None, None, None
+        buffer_rows = buffer_rows_for(train, buffer_bytes)
+        tr = StreamSplit(train, st, self.device, buffer_rows, chunk_rows, self.config.group_key)
+        va = StreamSplit(val, st, self.device, buffer_rows, chunk_rows, self.config.group_key)
+        torch.manual_seed(derive_seed(seed, "guard", self.name))
+        with use_precision(self.precision):
+            report = self._fit_stream(tr, va, seed=seed, progress=progress)
+        if self.model is None:
+            raise RuntimeError(f"guard {self.name!r}: _fit_stream did not set self.model")
+        self.model.to(self.device).eval()
+        if self.flags:
+            raw = torch.cat([self._raw_scores(st.transform(c), precision="fp32")
+                             for c in checked(val, "validation split")])
+            meta = {k: torch.from_numpy(val.meta(k)) for k in val.meta_keys() if not k.startswith("task:")}
+            self.calibration = self._calibrate(raw, self._calibration_groups(meta))
+            report = {**report, "calibration": self.calibration_summary()}
+        if self.config.drift is not None:
+            cfg = self.config.drift
+            gen = torch.Generator().manual_seed(derive_seed(seed, "guard", self.name, "drift-sample"))
+            n_tr = min(len(train), cfg.reference_size + cfg.pool_size)
+            n_va = min(len(val), cfg.pool_size)
+            sub_tr = train.read(np.sort(torch.randperm(len(train), generator=gen)[:n_tr].numpy()))
+            sub_va = val.read(slice(0, n_va) if cfg.windows == "contiguous"  # windows keep the val order
+                              else np.sort(torch.randperm(len(val), generator=gen)[:n_va].numpy()))
+            self.drift_detector = DriftDetector.fit(st.transform(_as_float32(sub_tr)),
+                                                    st.transform(_as_float32(sub_va)), cfg,
+                                                    seed=derive_seed(seed, "guard", self.name, "drift"))
+            report = {**report, "drift": {"window": self.drift_detector.window}}
+        report = {**report, "streamed": {"train": len(train), "val": len(val), "buffer_rows": buffer_rows,
+                                         "chunk_rows": chunk_rows}}
+        self.fit_report = report
+        return report
+
+    def _calibration_groups(self, meta: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """The group of each clean validation sample (``meta`` of those samples) for
+        ``calibrate_over`` = groups/auto, else None."""
         mode, key = self.config.calibrate_over, self.config.group_key
         if mode == "samples":
             return None
-        if key not in clean.meta:
+        if key not in meta:
             if mode == "groups":
                 raise DataError(f"calibrate_over='groups' needs meta {key!r} in the validation split; "
-                                f"it has {sorted(clean.meta) or 'no meta'}")
+                                f"it has {sorted(meta) or 'no meta'}")
             return None
-        groups = clean.meta[key]
+        groups = meta[key]
         if int(torch.unique(groups).numel()) < 2:
             if mode == "groups":
                 raise DataError(f"calibrate_over='groups' needs at least 2 validation groups ({key!r})")
@@ -359,21 +460,23 @@ class Guard:
         """Checks of training data against what the guard accepts (one-line errors)."""
         if not isinstance(batch, MultimodalBatch):
             raise DataError(f"{where}: expected a MultimodalBatch, got {type(batch).__name__}")
-        if batch.num_modalities < self.min_modalities:
-            raise DataError(
-                f"guard {self.name!r} needs at least {self.min_modalities} modalities, got {batch.num_modalities}"
-            )
-        for s in batch.specs:
-            if s.kind.value not in self.modality_kinds:
-                raise DataError(
-                    f"guard {self.name!r} handles {'/'.join(sorted(self.modality_kinds))} modalities; "
-                    f"{s.name!r} is {s.kind.value}"
-                )
+        self._check_specs(batch.specs, where)
         if self.needs_target and batch.target is None:
             raise DataError(f"guard {self.name!r} needs a target (e.g. --target COLUMN)")
         if len(batch) < 2:
             raise DataError(f"{where} has {len(batch)} samples; need at least 2")
         batch.check_finite(where)
+
+    def _check_specs(self, specs: tuple[ModalitySpec, ...], where: str) -> None:
+        """The modalities must be of kinds the guard accepts, and enough of them (one-line errors)."""
+        if len(specs) < self.min_modalities:
+            raise DataError(f"guard {self.name!r} needs at least {self.min_modalities} modalities, got {len(specs)}")
+        for s in specs:
+            if s.kind.value not in self.modality_kinds:
+                raise DataError(
+                    f"guard {self.name!r} handles {'/'.join(sorted(self.modality_kinds))} modalities; "
+                    f"{s.name!r} is {s.kind.value}"
+                )
 
     def _prepare(self, batch: MultimodalBatch) -> MultimodalBatch:
         """Check a raw input batch against the fitted modalities and standardise it."""

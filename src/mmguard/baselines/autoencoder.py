@@ -22,12 +22,13 @@ from pydantic import Field
 from torch import nn
 
 from mmguard.data.model import MultimodalBatch
+from mmguard.data.stream import StreamSplit
 from mmguard.eval.reconstruction import per_sample_errors
 from mmguard.faults import FaultSpec
 from mmguard.guard import Guard, GuardConfig, register_guard
 from mmguard.mmssl.autoencoder import MultimodalAutoencoder
 from mmguard.mmssl.config import AutoencoderConfig
-from mmguard.mmssl.stages import summary, train_autoencoder
+from mmguard.mmssl.stages import summary, train_autoencoder, train_autoencoder_stream
 
 
 class AutoencoderGuardConfig(GuardConfig):
@@ -44,6 +45,7 @@ class AutoencoderGuard(Guard):
     flags = True
     corrects = True
     modality_kinds = frozenset({"vector", "image"})
+    streams = True
 
     def denoise_spec(self, train: MultimodalBatch) -> FaultSpec | None:
         """The corruption mix the inputs are drawn from during training (None: clean inputs)."""
@@ -52,6 +54,14 @@ class AutoencoderGuard(Guard):
     def _fit(self, train: MultimodalBatch, val: MultimodalBatch, *, seed: int, progress: bool) -> dict[str, Any]:
         ae, result = train_autoencoder(train, val, self.config.autoencoder, seed=seed,
                                        denoise_spec=self.denoise_spec(train))
+        self.model = ae
+        return {"autoencoder": summary(result)}
+
+    def _fit_stream(self, train: StreamSplit, val: StreamSplit, *, seed: int, progress: bool) -> dict[str, Any]:
+        """Data larger than memory: the same training through :func:`train_autoencoder_stream`."""
+        peek = train.source.read(slice(0, min(2, len(train))))  # the fault mix needs the modalities' kinds only
+        ae, result = train_autoencoder_stream(train, val, self.config.autoencoder, seed=seed,
+                                              denoise_spec=self.denoise_spec(peek))
         self.model = ae
         return {"autoencoder": summary(result)}
 

@@ -73,6 +73,57 @@ def load_data(data: str, mapping: Path | None, data_dir: Path | None, seed: int 
     return load_dataset(data, data_dir=data_dir, mapping=mapping, seed=seed)
 
 
+STREAM = typer.Option(False, "--stream", help="Read the data from disk in chunks instead of loading them whole "
+                      "(twin: and h5: files larger than memory; docs/distributed.md).")
+BUFFER_MB = typer.Option(256, "--buffer-mb", min=1, help="With --stream: the training shuffle buffer, in MiB of "
+                         "float32 rows.")
+
+
+def open_source(data: str, data_dir: Path | None = None):
+    """``twin:PATH[?...]`` or ``h5:PATH`` (or a ``.h5`` path) as a streamed
+    :class:`~mmguard.data.stream.RowSource` (``--stream``); other sources are one-line errors."""
+    from mmguard.data.arrays import array_source
+    from mmguard.twin.dataset import is_twin_file
+    from mmguard.twin.stream import twin_source_uri
+
+    scheme, sep, rest = data.partition(":")
+    if not sep or len(scheme) == 1:  # a bare path (C:\... has a one-letter "scheme")
+        scheme, rest = "", data
+    if scheme == "twin":
+        return twin_source_uri(rest)
+    if scheme in ("h5", "hdf5") or (scheme == "" and Path(rest).suffix.lower() in (".h5", ".hdf5")):
+        path = Path(rest).expanduser()
+        if data_dir is not None and not path.is_absolute() and not path.exists():
+            path = Path(data_dir) / path
+        return twin_source_uri(str(path)) if is_twin_file(path) else array_source(path)
+    raise SpecError(f"--stream reads twin:PATH and h5:PATH files; {data!r} is loaded whole (drop --stream)")
+
+
+def split_source(source, split_by: str, train_groups: str | None, val_groups: str | None,
+                 test_groups: str | None, seed: int):
+    """Train / validation / test row sources of a streamed dataset (split by whole groups)."""
+    from mmguard.data.stream import stream_splits
+
+    return stream_splits(source, split_by=split_by, train_groups=parse_groups(train_groups, "--train-groups"),
+                         val_groups=parse_groups(val_groups, "--val-groups"),
+                         test_groups=parse_groups(test_groups, "--test-groups"), seed=seed)
+
+
+def source_fingerprint(source, parts) -> str:
+    """Identity of a streamed dataset without reading it: the file (resolved path, size, modification
+    time), the modalities and the rows of each split."""
+    import hashlib
+    import json
+
+    p = Path(source.where).resolve()
+    st = p.stat()
+    h = hashlib.sha256(json.dumps({"file": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                   "modalities": list(source.names)}).encode())
+    for part in parts:
+        h.update(part.rows.tobytes())
+    return h.hexdigest()[:16]
+
+
 def split_data(batch, split_by: str, train_groups: str | None, val_groups: str | None,
                test_groups: str | None, seed: int, id_test: float = 0.0):
     from mmguard.data.splits import make_splits

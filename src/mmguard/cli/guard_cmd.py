@@ -52,6 +52,8 @@ def fit_command(
     precision: str = opt.PRECISION,
     force: bool = typer.Option(False, "--force", help="Replace a guard fitted with other settings in --out."),
     nproc: int = NPROC_OPTION,
+    stream: bool = opt.STREAM,
+    buffer_mb: int = opt.BUFFER_MB,
     seed: int = SEED_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
@@ -60,7 +62,8 @@ def fit_command(
     Rerunning the same command is a no-op once the guard is saved; a directory holding a guard
     fitted with other settings or data is refused unless ``--force``. ``--nproc N`` trains data-parallel
     in N local processes; started by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) every process
-    joins that process group instead. Only rank 0 writes ``--out`` and prints.
+    joins that process group instead. Only rank 0 writes ``--out`` and prints. ``--stream`` reads a
+    twin or HDF5 file in chunks (data larger than memory; guards with ``streams``), in one process.
     """
     from mmguard.experiments.units import data_fingerprint, fingerprint
     from mmguard.guard import create_guard
@@ -73,6 +76,12 @@ def fit_command(
     _check_nproc(nproc, world_env, device)
     settings = opt.read_config_file(config)
     g = create_guard(guard, settings, device=device, quick=quick, precision=precision)
+    if stream:
+        if nproc != 1 or world_env > 1:
+            raise SpecError("--stream trains in one process: drop --nproc / torchrun")
+        _fit_streamed(g, data, data_dir, out, (split_by, train_groups, val_groups, test_groups), buffer_mb, seed,
+                      force, json_out)
+        return
     with distributed.init_from_env() as (rank, world):
         batch = opt.load_data(data, modalities, data_dir, seed)
         splits = opt.split_data(batch, split_by, train_groups, val_groups, test_groups, seed)
@@ -105,6 +114,42 @@ def fit_command(
     parallel = f" with {processes} processes" if processes > 1 else ""
     typer.echo(f"fitted {guard} on {splits.sizes()['train']} samples (validation {splits.sizes()['val']}) "
                f"in {summary['fit_s']:.1f} s{parallel}; saved to {out}")
+
+
+def _fit_streamed(g: Guard, data: str, data_dir: Path | None, out: Path, split: tuple[Any, ...], buffer_mb: int,
+                  seed: int, force: bool, json_out: bool) -> None:
+    """``mmguard fit --stream``: split by groups from the meta column alone, fit with
+    :meth:`Guard.fit_stream`, save; the same skip / refuse rules for ``--out`` as a loaded fit."""
+    from mmguard.experiments.units import fingerprint
+
+    g.require_streaming()  # before touching the data
+    source = opt.open_source(data, data_dir)
+    parts = opt.split_source(source, *split, seed)
+    sizes = {"train": len(parts[0]), "val": len(parts[1]), "test": len(parts[2])}
+    identity = fingerprint({"guard": g.name, "config": g.config.model_dump(mode="json"), "seed": seed,
+                            "split": opt.split_description(*split, seed), "stream": True,
+                            "data": opt.source_fingerprint(source, parts)})
+    state = _out_state(out, identity, force)
+    if state is not None and state != "skip":
+        raise SpecError(state)
+    if state == "skip":
+        summary = {"guard": g.name, "out": str(out), "sizes": sizes, "skipped": True}
+        if json_out:
+            print_json(summary)
+        else:
+            typer.echo(f"{out} already holds this {g.name} guard (same settings and data); nothing to do")
+        return
+    t0 = time.perf_counter()
+    report = g.fit_stream(parts[0], parts[1], seed=seed, buffer_bytes=buffer_mb << 20)
+    g.fit_report = {**report, "fingerprint": identity, "data": data, "seed": seed}
+    g.save(out)
+    summary = {"guard": g.name, "out": str(out), "sizes": sizes, "fit_s": time.perf_counter() - t0,
+               "streamed": True, "report": report}
+    if json_out:
+        print_json(summary)
+        return
+    typer.echo(f"fitted {g.name} on {sizes['train']} samples (validation {sizes['val']}) read from disk in "
+               f"{summary['fit_s']:.1f} s; saved to {out}")
 
 
 def _check_nproc(nproc: int, world_env: int, device: str) -> None:
@@ -190,9 +235,13 @@ def score_command(
     out: Path | None = typer.Option(None, "--out", help="Write per-sample scores and flags (.csv or .npz)."),
     device: str = opt.DEVICE,
     precision: str = opt.PRECISION,
+    stream: bool = opt.STREAM,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Score every sample of a dataset: per-modality scores (1.0 = threshold) and flags."""
+    """Score every sample of a dataset: per-modality scores (1.0 = threshold) and flags.
+
+    ``--stream`` reads a twin or HDF5 file in chunks (data larger than memory; only the (N, M) scores
+    are kept)."""
     import numpy as np
 
     from mmguard.guard import load_guard
@@ -201,10 +250,18 @@ def score_command(
         raise SpecError(f"--out must end in .csv or .npz, got {str(out)!r}")
     opt.check_device(device, precision)
     g = load_guard(guard_dir, device=device, precision=precision)
-    batch = opt.load_data(data, modalities, data_dir)
-    scores = g.score(batch)
+    if stream:
+        import torch
+
+        from mmguard.data.stream import DEFAULT_CHUNK_BYTES, chunk_rows_for, iter_chunks, return_freed_memory
+
+        source = opt.open_source(data, data_dir)
+        return_freed_memory()
+        scores = torch.cat([g.score(c) for c in iter_chunks(source, chunk_rows_for(source, DEFAULT_CHUNK_BYTES))])
+    else:
+        scores = g.score(opt.load_data(data, modalities, data_dir))
     flags = scores > 1.0
-    summary = {"guard": g.name, "n": len(batch),
+    summary = {"guard": g.name, "n": len(scores),
                "flagged_fraction": float(flags.any(1).float().mean()),
                "flagged_fraction_per_modality": dict(zip(g.names, flags.float().mean(0).tolist(), strict=True))}
     if out is not None:
@@ -243,9 +300,13 @@ def transform_command(
     data_dir: Path | None = opt.DATA_DIR,
     device: str = opt.DEVICE,
     precision: str = opt.PRECISION,
+    stream: bool = opt.STREAM,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Correct a dataset with a guard and write it with the same modalities, shapes and units."""
+    """Correct a dataset with a guard and write it with the same modalities, shapes and units.
+
+    ``--stream`` reads a twin or HDF5 file in chunks and writes the HDF5 output chunk by chunk
+    (data larger than memory; ``--out`` must be .h5)."""
     from mmguard.data.arrays import save_arrays
     from mmguard.guard import load_guard
 
@@ -255,14 +316,34 @@ def transform_command(
         raise SpecError(f"--out {str(out)!r} is a directory")
     opt.check_device(device, precision)
     g = load_guard(guard_dir, device=device, precision=precision)
-    batch = opt.load_data(data, modalities, data_dir)
+    if stream:
+        from mmguard.data.arrays import save_array_chunks
+        from mmguard.data.stream import DEFAULT_CHUNK_BYTES, chunk_rows_for, iter_chunks, return_freed_memory
+
+        if out.suffix.lower() == ".npz":
+            raise SpecError("--stream writes HDF5: give --out FILE.h5")
+        source = opt.open_source(data, data_dir)
+        return_freed_memory()
+
+        def corrected():
+            for chunk in iter_chunks(source, chunk_rows_for(source, DEFAULT_CHUNK_BYTES)):
+                yield _checked_transform(g, chunk)
+
+        n = save_array_chunks(corrected(), out)
+    else:
+        batch = opt.load_data(data, modalities, data_dir)
+        save_arrays(_checked_transform(g, batch), out)
+        n = len(batch)
+    summary = {"guard": g.name, "n": n, "out": str(out)}
+    if json_out:
+        print_json(summary)
+        return
+    typer.echo(f"transformed {n} samples with {g.name}; written to {out}")
+
+
+def _checked_transform(g: Guard, batch):
     fixed = g.transform(batch)
     fixed.check_finite("transformed data")
     if fixed.names != batch.names:
         raise DataError("the guard changed the modalities")  # the contract forbids it
-    save_arrays(fixed, out)
-    summary = {"guard": g.name, "n": len(batch), "out": str(out)}
-    if json_out:
-        print_json(summary)
-        return
-    typer.echo(f"transformed {len(batch)} samples with {g.name}; written to {out}")
+    return fixed

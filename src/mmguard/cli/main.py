@@ -49,6 +49,7 @@ def _register() -> None:
         guard_cmd,
         mmssl_cmd,
         serve_cmd,
+        tune_cmd,
         twin_cmd,
     )
 
@@ -64,6 +65,7 @@ def _register() -> None:
     app.command(name="score")(guard_cmd.score_command)
     app.command(name="transform")(guard_cmd.transform_command)
     app.command(name="bench")(bench_cmd.bench_command)
+    app.command(name="tune")(tune_cmd.tune_command)
     app.command(name="serve")(serve_cmd.serve_command)
     app.command(name="export")(export_cmd.export_command)
 

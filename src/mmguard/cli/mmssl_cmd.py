@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -9,7 +10,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from mmguard.cli import dataopts as opt
-from mmguard.cli.common import JSON_OPTION, print_json
+from mmguard.cli.common import ADDRESS_OPTION, ENGINE_OPTION, JSON_OPTION, print_json
 from mmguard.errors import SpecError
 
 app = typer.Typer(
@@ -82,15 +83,25 @@ def run_command(
     optimizer: str | None = typer.Option(
         None, "--optimizer", help="Stage-2 optimizer: sgd (default) or adam."
     ),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads (with --engine ray: per "
+                                       "seed task, default 1)."),
     device: str = opt.DEVICE,
     precision: str = opt.PRECISION,
+    engine: str = ENGINE_OPTION,
+    address: str | None = ADDRESS_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print the headline metrics as JSON."),
 ) -> None:
     """Stage 1 (MMAE), DAE baseline, stage 2 (compute block + ablations) over seeds; report on test."""
+    from mmguard.engine import check_engine, make_engine
     from mmguard.experiments.mmssl.run import run_mmssl
 
     opt.check_device(device, precision)
+    engine = check_engine(engine, address)
+    cpus = os.cpu_count() or 1
+    if engine == "ray" and address is None and threads is not None and threads > cpus:
+        # a task reserving more CPUs than the local cluster has would wait for ever
+        raise SpecError(f"--threads {threads} with --engine ray: each seed task reserves that many CPUs, "
+                        f"and the local cluster has {cpus}")
     if not data.is_file():
         raise SpecError(f"--data {str(data)!r}: no such file")
     n = seeds if seeds is not None else (2 if quick else 5)
@@ -111,7 +122,9 @@ def run_command(
     )
     if out.exists() and not out.is_dir():
         raise SpecError(f"--out {str(out)!r} exists and is not a directory")
-    metrics = run_mmssl(cfg, out, log=lambda msg: console.log(f"MMSSL: {msg}"))
+    # each seed is a job; a Ray task runs it with --threads torch threads (1 by default)
+    with make_engine(engine, address, threads=threads or 1) as runner:
+        metrics = run_mmssl(cfg, out, log=lambda msg: console.log(f"MMSSL: {msg}"), engine=runner)
     if json_out:
         print_json({k: metrics[k] for k in ("errors", "detection", "ratios", "targets", "seeds", "timing")})
         return

@@ -18,7 +18,7 @@ file (NPZ: insertion order; HDF5: creation order when the file tracks it, else a
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ import torch
 
 from mmguard.data._io import atomic_write, format_from_suffix, require_file
 from mmguard.data.model import MultimodalBatch, infer_spec
+from mmguard.data.stream import H5Column, H5Source
 from mmguard.data.targets import encode_target
 from mmguard.errors import DataError, SpecError
 
@@ -231,3 +232,104 @@ def save_arrays(batch: MultimodalBatch, path: str | Path, *, fmt: str | None = N
 
     atomic_write(p, write)
     return p
+
+
+def array_source(path: str | Path) -> H5Source:
+    """An HDF5 array file (the layout of this module) as a streamed source
+    (:class:`mmguard.data.stream.H5Source`: rows read on demand, datasets larger than memory).
+
+    Modalities, kinds (shape or the ``kind`` attribute), channels and ``meta/<name>`` columns are
+    those :func:`load_arrays` finds, values cast to float32. The target is not streamed (streamed
+    fitting serves guards without a target; :meth:`mmguard.guard.Guard.fit_stream`). NaN/Inf are
+    found chunk by chunk as the data are read, not here."""
+    import h5py
+
+    p = require_file(path, "array file")
+    if _format_of(p, None) != "h5":
+        raise DataError(f"{str(p)!r}: streamed array files are HDF5 (.h5/.hdf5); NPZ archives load whole")
+    columns, meta = [], {}
+    try:
+        f = h5py.File(p, "r")
+    except OSError as exc:
+        raise DataError(f"cannot read HDF5 {str(p)!r}: {str(exc).splitlines()[0]}") from None
+    with f:
+        for key, obj in f.items():
+            if isinstance(obj, h5py.Group):
+                if key != "meta":
+                    raise DataError(f"{str(p)!r}: unexpected group {key!r}; only 'meta' may be a group")
+                meta = {k: f"meta/{k}" for k, v in obj.items() if isinstance(v, h5py.Dataset)}
+                continue
+            if key == "target":
+                continue
+            if obj.dtype.kind not in "biuf" or obj.ndim == 0:
+                raise DataError(f"{str(p)!r}: modality {key!r} must be a numeric (N, ...) array, got "
+                                f"{obj.dtype} {obj.shape}")
+            if obj.ndim == 1:
+                raise DataError(f"{str(p)!r}: modality {key!r} is 1-D; streamed files store (N, D) vectors")
+            kind = _attr_str(obj.attrs["kind"]) if "kind" in obj.attrs else None
+            try:
+                spec = infer_spec(key, np.empty((1, *obj.shape[1:]), dtype=np.float32), kind)
+            except (SpecError, ValueError) as exc:
+                raise DataError(f"{str(p)!r}: {str(exc).splitlines()[0]}") from None
+            if "channels" in obj.attrs:
+                spec = type(spec)(spec.name, spec.kind, spec.shape,
+                                  channels=tuple(_attr_str(c) for c in np.atleast_1d(obj.attrs["channels"])))
+            columns.append(H5Column(key, spec))
+    if not columns:
+        raise DataError(f"{str(p)!r}: no modality arrays found")
+    return H5Source(p, columns, meta=meta)
+
+
+def save_array_chunks(chunks: Iterable[MultimodalBatch], path: str | Path) -> int:
+    """Write batches one after another into one HDF5 array file (the layout :func:`save_arrays` writes,
+    readable by :func:`load_arrays` and :func:`array_source`), holding one batch in memory at a time;
+    returns the number of rows. Atomic: a temporary file renamed at the end, so a failure (or a chunk
+    with other modalities or shapes, a one-line error) leaves no half-written file at ``path``."""
+    import h5py
+
+    p = Path(path).expanduser()
+    if _format_of(p, None) != "h5":
+        raise DataError(f"{str(p)!r}: chunked output is written as HDF5 (.h5/.hdf5)")
+    written = 0
+
+    def write(tmp: str) -> None:
+        nonlocal written
+        with h5py.File(tmp, "w", track_order=True) as f:
+            first: MultimodalBatch | None = None
+            for batch in chunks:
+                if first is None:
+                    first = batch
+                    for n in batch.names:
+                        if n == "target" or n == "meta" or n.startswith(META_PREFIX):
+                            raise DataError(f"modality name {n!r} clashes with the reserved array names")
+                        x = batch.modalities[n]
+                        ds = f.create_dataset(n, shape=(0, *x.shape[1:]), maxshape=(None, *x.shape[1:]),
+                                              dtype=np.float32, chunks=(max(1, min(len(batch), 256)), *x.shape[1:]))
+                        ds.attrs["kind"] = batch.spec(n).kind.value
+                        if batch.spec(n).channels:
+                            ds.attrs["channels"] = list(batch.spec(n).channels)
+                    if batch.target is not None:
+                        f.create_dataset("target", shape=(0, *batch.target.shape[1:]),
+                                         maxshape=(None, *batch.target.shape[1:]),
+                                         dtype=batch.target.numpy().dtype)
+                    if batch.meta:
+                        g = f.create_group("meta", track_order=True)
+                        for k, v in batch.meta.items():
+                            g.create_dataset(k, shape=(0,), maxshape=(None,), dtype=v.numpy().dtype)
+                elif batch.specs != first.specs or set(batch.meta) != set(first.meta) or \
+                        (batch.target is None) != (first.target is None):
+                    raise DataError("chunked output: every chunk must have the same modalities, target and meta")
+                arrays = {n: batch.modalities[n].detach().cpu().float().numpy() for n in batch.names}
+                if batch.target is not None:
+                    arrays["target"] = batch.target.detach().cpu().numpy()
+                arrays.update({f"meta/{k}": v.detach().cpu().numpy() for k, v in batch.meta.items()})
+                for key, value in arrays.items():
+                    ds = f[key]
+                    ds.resize(written + len(value), axis=0)
+                    ds[written:] = value
+                written += len(batch)
+            if first is None:
+                raise DataError("chunked output: no data to write")
+
+    atomic_write(p, write)
+    return written

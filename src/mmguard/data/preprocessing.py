@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from mmguard.data.model import MultimodalBatch
@@ -63,6 +64,40 @@ class Standardizer:
             s = torch.where(s > 1e-12, s, torch.ones_like(s))
             mean[name], std[name] = m.float(), s.float()
         return cls(mean=mean, std=std)
+
+    @classmethod
+    def fit_chunks(cls, chunks: Iterable[MultimodalBatch]) -> Standardizer:
+        """The statistics of :meth:`fit` over the concatenation of ``chunks``, in one pass and memory
+        bounded by one chunk (datasets larger than memory, :mod:`mmguard.data.stream`): per chunk the
+        float64 count, mean and sum of squared deviations, merged with the pairwise update of Chan,
+        Golub & LeVeque (1979), which stays exact where a running sum of squares would cancel."""
+        count: dict[str, float] = {}
+        mean: dict[str, torch.Tensor] = {}
+        m2: dict[str, torch.Tensor] = {}
+        for batch in chunks:
+            for name, x in batch.modalities.items():
+                dims = cls._reduce_dims(x)
+                x64 = x.double()
+                n_b = float(np.prod([x64.shape[d] for d in dims]))  # values per feature in this chunk
+                var_b, mu_b = torch.var_mean(x64, dim=dims, keepdim=True, correction=0)
+                mu_b, m2_b = mu_b[0], var_b[0] * n_b
+                if name not in count:
+                    count[name], mean[name], m2[name] = n_b, mu_b, m2_b
+                    continue
+                n_a = count[name]
+                delta = mu_b - mean[name]
+                total = n_a + n_b
+                mean[name] = mean[name] + delta * (n_b / total)
+                m2[name] = m2[name] + m2_b + delta**2 * (n_a * n_b / total)
+                count[name] = total
+        if not count:
+            raise SpecError("cannot fit a standardizer on no data")
+        out_mean, out_std = {}, {}
+        for name in count:
+            s = (m2[name] / count[name]).sqrt()
+            s = torch.where(s > 1e-12, s, torch.ones_like(s))
+            out_mean[name], out_std[name] = mean[name].float(), s.float()
+        return cls(mean=out_mean, std=out_std)
 
     def transform(self, batch: MultimodalBatch) -> MultimodalBatch:
         missing = [n for n in batch.names if n not in self.mean]

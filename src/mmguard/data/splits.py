@@ -99,9 +99,17 @@ def split_by_group(
     """Split whole groups (e.g. episodes) so no group leaks across splits."""
     if group_key not in batch.meta:
         raise DataError(f"batch has no meta field {group_key!r} to split by; has {sorted(batch.meta)}")
+    sel = [torch.from_numpy(m) for m in group_masks(batch.meta[group_key].detach().cpu().numpy(), group_key,
+                                                     fractions=fractions, seed=seed)]
+    return Splits(train=batch.select(sel[0]), val=batch.select(sel[1]), test=batch.select(sel[2]))
+
+
+def group_masks(groups: np.ndarray, group_key: str = "episode", *,
+                fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0) -> list[np.ndarray]:
+    """Boolean (N,) masks of the train / validation / test rows of :func:`split_by_group` from the
+    group column alone (also used for data that stay on disk, :mod:`mmguard.data.stream`)."""
     if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) <= 0:
         raise DataError(f"fractions must be positive and sum to 1, got {fractions}")
-    groups = batch.meta[group_key].detach().cpu().numpy()
     uniq = np.unique(groups)
     if len(uniq) < 3:
         raise DataError(f"need at least 3 distinct {group_key} values to split, got {len(uniq)}")
@@ -112,8 +120,7 @@ def split_by_group(
     n_train = min(n_train, len(uniq) - 2)
     n_val = min(n_val, len(uniq) - n_train - 1)  # keep at least one group for test
     parts = [perm[:n_train], perm[n_train:n_train + n_val], perm[n_train + n_val:]]
-    sel = [torch.from_numpy(np.isin(groups, p)) for p in parts]
-    return Splits(train=batch.select(sel[0]), val=batch.select(sel[1]), test=batch.select(sel[2]))
+    return [np.isin(groups, p) for p in parts]
 
 
 def _holdout(batch: MultimodalBatch, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,7 +17,7 @@ class AutoencoderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     image_encoder: Literal["conv", "dense"] = "conv"
-    image_channels: list[int] = Field(default_factory=lambda: [16, 32, 64])
+    image_channels: list[int] = Field(default_factory=lambda: [16, 32, 64], min_length=1)
     image_hidden: int = Field(256, ge=1)
     image_code: int = Field(64, ge=1)
     sensor_encoder: Literal["dense", "conv1d"] = "dense"

@@ -25,7 +25,7 @@ the latent scale and the gate calibration always run in float32 (docs/devices.md
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from mmguard.data.model import MultimodalBatch
+from mmguard.data.stream import StreamSplit
 from mmguard.faults import FaultSpec, apply_faults
 from mmguard.mmssl.autoencoder import MultimodalAutoencoder
 from mmguard.mmssl.compute import ComputeBlock
@@ -41,7 +42,7 @@ from mmguard.mmssl.gate import calibrate_threshold, sample_scores
 from mmguard.mmssl.losses import contrastive_detector_loss, latent_loss, reconstruction_loss
 from mmguard.mmssl.modulation import modulate_gradients
 from mmguard.seeding import derive_seed
-from mmguard.train.loop import TrainResult, train_ensemble
+from mmguard.train.loop import StreamedData, TrainResult, train_ensemble
 
 CHUNK = 512
 #: the full model (strict contraction: spectral projection + gradient clipping) and its ablations;
@@ -83,6 +84,46 @@ def decode(ae: MultimodalAutoencoder, z: torch.Tensor, chunk: int = CHUNK) -> di
     return {n: torch.cat([p[n] for p in parts]) for n in ae.names}
 
 
+def _autoencoder_losses(names: Sequence[str], denoise: bool) -> tuple[Callable, Callable]:
+    """Stage 1's training loss and validation loss (both means over the rows of a loop batch): the
+    reconstruction of the clean modalities from the inputs (``in:<name>`` when ``denoise``)."""
+    key = "in:" if denoise else ""
+
+    def inputs(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {n: batch[key + n][0] for n in names}
+
+    def loss_fn(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        recon = model.ae(inputs(batch))
+        return reconstruction_loss(recon, {n: batch[n][0] for n in names}).reshape(1)
+
+    def val_fn(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        xs = inputs(batch)
+        n = next(iter(xs.values())).shape[0]
+        total = torch.zeros((), device=next(iter(xs.values())).device)
+        for i in range(0, n, CHUNK):
+            recon = model.ae({k: v[i : i + CHUNK] for k, v in xs.items()})
+            total = total + sum(
+                ((recon[m] - batch[m][0, i : i + CHUNK]) ** 2).reshape(recon[m].shape[0], -1).mean(1).sum()
+                for m in names
+            )
+        return (total / n).reshape(1)
+
+    return loss_fn, val_fn
+
+
+def _new_autoencoder(specs: Sequence[Any], cfg: AutoencoderConfig, seed: int, denoise: bool,
+                     dev: torch.device) -> MultimodalAutoencoder:
+    torch.manual_seed(derive_seed(seed, "mmssl", "ae-init", denoise))
+    return MultimodalAutoencoder(tuple(specs), cfg).to(dev)
+
+
+def _frozen(ae: MultimodalAutoencoder) -> MultimodalAutoencoder:
+    ae.eval()
+    for p in ae.parameters():
+        p.requires_grad_(False)
+    return ae
+
+
 def train_autoencoder(
     train: MultimodalBatch,
     val: MultimodalBatch,
@@ -98,34 +139,13 @@ def train_autoencoder(
     Trains on ``device`` (None: where ``train`` lives) and returns the autoencoder there."""
     dev = torch.device(device) if device is not None else next(iter(train.modalities.values())).device
     train, val = train.to(dev), val.to(dev)
-    torch.manual_seed(derive_seed(seed, "mmssl", "ae-init", denoise_spec is not None))
-    ae = MultimodalAutoencoder(train.specs, cfg).to(dev)
-    names = train.names
+    ae = _new_autoencoder(train.specs, cfg, seed, denoise_spec is not None, dev)
     data = _stream(train)
     val_data = _stream(val)
     if denoise_spec is not None:
         data.update(_stream(apply_faults(train, denoise_spec, seed=derive_seed(seed, "dae", 0)), "in:"))
         val_data.update(_stream(apply_faults(val, denoise_spec, seed=derive_seed(seed, "dae-val")), "in:"))
-
-    def inputs(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        key = "in:" if denoise_spec is not None else ""
-        return {n: batch[key + n][0] for n in names}
-
-    def loss_fn(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        recon = model.ae(inputs(batch))
-        return reconstruction_loss(recon, {n: batch[n][0] for n in names}).reshape(1)
-
-    def val_fn(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        xs = inputs(batch)
-        n = next(iter(xs.values())).shape[0]
-        total = torch.zeros((), device=dev)
-        for i in range(0, n, CHUNK):
-            recon = model.ae({k: v[i : i + CHUNK] for k, v in xs.items()})
-            total = total + sum(
-                ((recon[m] - batch[m][0, i : i + CHUNK]) ** 2).reshape(recon[m].shape[0], -1).mean(1).sum()
-                for m in names
-            )
-        return (total / n).reshape(1)
+    loss_fn, val_fn = _autoencoder_losses(train.names, denoise_spec is not None)
 
     def on_epoch_start(epoch: int) -> None:
         if denoise_spec is not None and epoch > 1:
@@ -149,10 +169,63 @@ def train_autoencoder(
         patience=cfg.patience,
         progress=progress,
     )
-    ae.eval()
-    for p in ae.parameters():
-        p.requires_grad_(False)
-    return ae, result
+    return _frozen(ae), result
+
+
+def train_autoencoder_stream(
+    train: StreamSplit,
+    val: StreamSplit,
+    cfg: AutoencoderConfig,
+    *,
+    seed: int,
+    denoise_spec: FaultSpec | None = None,
+    progress: Callable[[int, torch.Tensor], None] | None = None,
+) -> tuple[MultimodalAutoencoder, TrainResult]:
+    """:func:`train_autoencoder` on splits read from disk (datasets larger than memory, issue #13).
+
+    Same model, initialisation, losses, optimiser and early stopping, through the same loop
+    (:class:`~mmguard.train.loop.StreamedData`). What differs, by necessity (docs/distributed.md):
+    the minibatch order is the block shuffle of :mod:`mmguard.data.stream` (seeded by
+    ``(seed, "ae-order", epoch)``), and the DAE's corruption is drawn per minibatch
+    (``(seed, "dae", epoch, i)``) instead of for the whole split per epoch — the same fault mix
+    (every family of the training mix acts on single samples), another draw. Validation chunks are
+    corrupted once, with ``(seed, "dae-val", j)`` for chunk j, so early stopping compares epochs on
+    the same data. Memory: one shuffle buffer plus one validation chunk."""
+    dev = train.device
+    denoise = denoise_spec is not None
+    ae = _new_autoencoder(train.specs, cfg, seed, denoise, dev)
+    loss_fn, val_fn = _autoencoder_losses(train.names, denoise)
+
+    def batch_of(x: MultimodalBatch, fault_seed: int) -> dict[str, torch.Tensor]:
+        out = _stream(x)
+        if denoise_spec is not None:
+            out.update(_stream(apply_faults(x, denoise_spec, seed=fault_seed), "in:"))
+        return out
+
+    def minibatches(epoch: int, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(derive_seed(seed, "ae-order", epoch))
+        for i, x in enumerate(train.minibatches(batch_size, gen)):
+            yield batch_of(x, derive_seed(seed, "dae", epoch, i))
+
+    def val_chunks(_epoch: int, _size: int) -> Iterator[dict[str, torch.Tensor]]:
+        for j, x in enumerate(val.chunks()):
+            yield batch_of(x, derive_seed(seed, "dae-val", j))
+
+    result = train_ensemble(
+        _Single(ae),
+        loss_fn,
+        StreamedData(len(train), minibatches),
+        StreamedData(len(val), val_chunks),
+        member_stream=torch.zeros(1, dtype=torch.long, device=dev),
+        stream_seeds=[derive_seed(seed, "ae-order")],
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        val_fn=val_fn,
+        patience=cfg.patience,
+        progress=progress,
+    )
+    return _frozen(ae), result
 
 
 @dataclass

@@ -52,11 +52,19 @@ normalises by batch-dependent counts or uses only the first rows of a minibatch 
 draws belong in the data (drawn for the whole split from seeded CPU generators, as the corruption
 draws are), never in ``loss_fn``, so they do not depend on W. Without a process group (W = 1) the loop
 runs exactly the code it ran before.
+
+Streamed data (issue #13, docs/distributed.md "Datasets larger than memory"): ``train_data`` and
+``val_data`` may instead be :class:`StreamedData` — the loop then asks for each epoch's minibatches
+(``minibatches(epoch, batch_size)``, global minibatches of one stream, (1, B, ...) tensors, read from
+disk by the caller) instead of indexing tensors, and computes the validation loss as the row-weighted
+mean of ``val_fn`` over the validation chunks (``val_fn`` must be a mean over rows, as for data
+parallelism). Everything else — optimisers, phases, hooks, early stopping, data parallelism (each rank
+takes its share of every global minibatch; every rank validates on every chunk) — is the same code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -80,6 +88,19 @@ class TrainResult:
     epochs_run: int = 0
     #: per epoch, each phase's mean training loss: (P, G) tensors (empty without phases)
     phase_history: list[torch.Tensor] = field(default_factory=list)
+
+
+@dataclass
+class StreamedData:
+    """Data the loop reads minibatch by minibatch instead of holding (one stream, ``member_stream`` = 0).
+
+    ``minibatches(epoch, batch_size)`` yields the epoch's global minibatches as dicts of (1, B, ...)
+    tensors on the model's device, in an order that is a pure function of the epoch and the caller's
+    seed; ``rows`` is how many rows one epoch yields in total. As validation data, ``minibatches(0, 0)``
+    yields the fixed validation chunks."""
+
+    rows: int
+    minibatches: Callable[[int, int], Iterable[Batch]]
 
 
 @dataclass
@@ -119,8 +140,8 @@ def full_stream_batch(data: Mapping[str, torch.Tensor], member_stream: torch.Ten
 def train_ensemble(
     model: nn.Module,
     loss_fn: Callable[[nn.Module, Batch], torch.Tensor],
-    train_data: Mapping[str, torch.Tensor],
-    val_data: Mapping[str, torch.Tensor],
+    train_data: Mapping[str, torch.Tensor] | StreamedData,
+    val_data: Mapping[str, torch.Tensor] | StreamedData,
     *,
     member_stream: torch.Tensor,
     stream_seeds: Sequence[int],
@@ -145,8 +166,14 @@ def train_ensemble(
     ``data_parallel``: split each minibatch over the ranks of an initialised process group (see the
     module docstring); False, or no process group, trains on whole minibatches in every process."""
     val_fn = val_fn or loss_fn
-    first = next(iter(train_data.values()))
-    device, n = first.device, first.shape[1]
+    streamed = isinstance(train_data, StreamedData)
+    if streamed:
+        device, n = next(iter(model.parameters())).device, train_data.rows
+        if bool((member_stream != 0).any()):
+            raise ValueError("streamed data hold one stream: every member must read stream 0")
+    else:
+        first = next(iter(train_data.values()))
+        device, n = first.device, first.shape[1]
     member_stream = member_stream.long().to(device)
     rank, world = distributed.world() if data_parallel else (0, 1)
 
@@ -197,8 +224,11 @@ def train_ensemble(
             distributed.broadcast_state(model, buffers_only=True)
 
     gens = [member_generator(s, order_stream) for s in stream_seeds]
-    val_batch = full_stream_batch(val_data, member_stream)
-    n_val = next(iter(val_batch.values())).shape[1]
+    if isinstance(val_data, StreamedData):
+        val_batch, n_val = {}, val_data.rows
+    else:
+        val_batch = full_stream_batch(val_data, member_stream)
+        n_val = next(iter(val_batch.values())).shape[1]
     if world > 1:
         lo, hi = distributed.shard_bounds(n_val, rank, world)
         val_batch = {k: v[:, lo:hi] for k, v in val_batch.items()}
@@ -206,11 +236,37 @@ def train_ensemble(
     sync_buffers = world > 1 and distributed.has_floating_buffers(model)
 
     def validate() -> torch.Tensor:
+        if isinstance(val_data, StreamedData):  # every rank reads every chunk: the same mean everywhere
+            total = None
+            for chunk in val_data.minibatches(0, 0):
+                rows = next(iter(chunk.values())).shape[1]
+                part = forward(val_fn, full_stream_batch(chunk, member_stream)).detach() * rows
+                total = part if total is None else total + part
+            if total is None:
+                raise ValueError("streamed validation data yielded no chunk")
+            return total / n_val
         if world == 1:
             return forward(val_fn, val_batch).detach()
         local = next(iter(val_batch.values())).shape[1]
         part = forward(val_fn, val_batch).detach() * local if local > 0 else torch.zeros(g, device=device)
         return distributed.reduce_mean(part, n_val)
+
+    def minibatches(epoch: int) -> Iterator[tuple[int, Batch]]:
+        """(rows of the global minibatch, this rank's share as (G, b, ...)) for every step of the epoch."""
+        if isinstance(train_data, StreamedData):
+            for full in train_data.minibatches(epoch, batch_size):
+                rows = next(iter(full.values())).shape[1]
+                lo, hi = distributed.shard_bounds(rows, rank, world) if world > 1 else (0, rows)
+                yield rows, {k: v[member_stream, lo:hi] for k, v in full.items()}
+            return
+        orders = torch.stack([torch.randperm(n, generator=gen) for gen in gens]).to(device)  # (S, N)
+        for start in range(0, n, batch_size):
+            index = orders[:, start : start + batch_size]
+            rows = index.shape[1]  # the global minibatch: the same rows for every W
+            if world > 1:
+                lo, hi = distributed.shard_bounds(rows, rank, world)
+                index = index[:, lo:hi]
+            yield rows, gather_stream_batch(train_data, member_stream, index)
 
     with torch.no_grad():
         best_val = validate().clone()
@@ -223,17 +279,10 @@ def train_ensemble(
     for epoch in range(1, epochs + 1):
         if on_epoch_start is not None:
             on_epoch_start(epoch)
-        orders = torch.stack([torch.randperm(n, generator=gen) for gen in gens]).to(device)  # (S, N)
         model.train()
         epoch_loss = torch.zeros(g, device=device)
         phase_loss = torch.zeros(len(phases), g, device=device)
-        for start in range(0, n, batch_size):
-            index = orders[:, start : start + batch_size]
-            rows = index.shape[1]  # the global minibatch: the same rows for every W
-            if world > 1:
-                lo, hi = distributed.shard_bounds(rows, rank, world)
-                index = index[:, lo:hi]
-            batch = gather_stream_batch(train_data, member_stream, index)
+        for rows, batch in minibatches(epoch):
             for i, (ph, ph_opt) in enumerate(zip(phases, phase_opts, strict=True)):
                 for _ in range(ph.steps):
                     ph_losses = backward(ph.loss_fn, batch, rows, ph.parameters)

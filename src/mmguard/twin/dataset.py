@@ -118,6 +118,33 @@ def _read_rows(ds, rows: Sequence[slice]) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
+def select_modalities(f, where: str, target: str | None, modalities: Sequence[str] | None,
+                      tasks: Sequence[str] = ()) -> list[str]:
+    """The modality names to read from an open twin file (default: :func:`default_modalities`),
+    checked, and the target and task names checked (one-line :class:`SpecError`)."""
+    available = _modality_names(f)
+    names = default_modalities(available) if modalities is None else list(modalities)
+    if not names:
+        raise SpecError(f"{where}: no modalities selected")
+    for name in names:
+        if name not in available:
+            raise SpecError(f"{where}: unknown modality {name!r}; the file has {available}")
+    if len(set(names)) != len(names):
+        raise SpecError(f"{where}: modality listed twice in {names}")
+    for name in ([target] if target is not None else []) + list(tasks):
+        if name not in f[TARGETS_GROUP]:
+            raise SpecError(f"{where}: unknown target {name!r}; the file has {list(f[TARGETS_GROUP])}")
+    return names
+
+
+def modality_spec(name: str, ds) -> ModalitySpec:
+    """The :class:`ModalitySpec` of a twin dataset: frames are images, everything else a named vector."""
+    if name in IMAGE_MODALITIES:
+        return ModalitySpec(name, "image", tuple(ds.shape[1:]))
+    return ModalitySpec(name, "vector", tuple(ds.shape[1:]), channels=tuple(_strs(ds.attrs.get("channels"))),
+                        units=tuple(_strs(ds.attrs.get("units"))))
+
+
 def load_twin(
     path: str | Path,
     target: str | None = "quality",
@@ -136,18 +163,7 @@ def load_twin(
     """
     with open_twin(path) as f:
         where = str(Path(path).expanduser())
-        available = _modality_names(f)
-        names = default_modalities(available) if modalities is None else list(modalities)
-        if not names:
-            raise SpecError(f"{where}: no modalities selected")
-        for name in names:
-            if name not in available:
-                raise SpecError(f"{where}: unknown modality {name!r}; the file has {available}")
-        if len(set(names)) != len(names):
-            raise SpecError(f"{where}: modality listed twice in {names}")
-        for name in ([target] if target is not None else []) + list(tasks):
-            if name not in f[TARGETS_GROUP]:
-                raise SpecError(f"{where}: unknown target {name!r}; the file has {list(f[TARGETS_GROUP])}")
+        names = select_modalities(f, where, target, modalities, tasks)
         rows = _episode_rows(episodes, int(f.attrs["episodes"]), int(f.attrs["steps"]), where)
 
         tensors: dict[str, torch.Tensor] = {}
@@ -155,15 +171,12 @@ def load_twin(
         for name in names:
             ds = f[name]
             x = _read_rows(ds, rows)
+            specs.append(modality_spec(name, ds))
             if name in IMAGE_MODALITIES:
                 t = torch.from_numpy(x)
                 t = t.float().div_(255.0) if x.dtype == np.uint8 else t.float()
-                specs.append(ModalitySpec(name, "image", tuple(x.shape[1:])))
             else:
                 t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-                specs.append(ModalitySpec(name, "vector", tuple(x.shape[1:]),
-                                          channels=tuple(_strs(ds.attrs.get("channels"))),
-                                          units=tuple(_strs(ds.attrs.get("units")))))
             tensors[name] = t
         y = None
         if target is not None:
@@ -283,8 +296,9 @@ def _parse_episodes(text: str) -> list[int]:
     return chosen
 
 
-def load_twin_uri(rest: str) -> MultimodalBatch:
-    """``PATH[?target=...&modalities=a,b&episodes=0-9&tasks=quality,phase]`` (after ``twin:``) as a batch."""
+def parse_twin_uri(rest: str) -> tuple[str, dict[str, Any]]:
+    """``PATH[?target=...&modalities=a,b&episodes=0-9&tasks=quality,phase]`` (after ``twin:``) as
+    (path, keyword arguments of :func:`load_twin`)."""
     path, _, query = rest.partition("?")
     kwargs: dict[str, Any] = {}
     for item in filter(None, query.split("&")):
@@ -302,4 +316,10 @@ def load_twin_uri(rest: str) -> MultimodalBatch:
                 kwargs["episodes"] = _parse_episodes(value)
             except ValueError:
                 raise SpecError(f"twin:{rest}: bad episodes {value!r}; use e.g. 0-9,12") from None
+    return path, kwargs
+
+
+def load_twin_uri(rest: str) -> MultimodalBatch:
+    """``PATH[?target=...&modalities=a,b&episodes=0-9&tasks=quality,phase]`` (after ``twin:``) as a batch."""
+    path, kwargs = parse_twin_uri(rest)
     return load_twin(path, **kwargs)

@@ -20,12 +20,20 @@ Device and precision (``cfg.device``, ``cfg.precision``; docs/devices.md): every
 device (the training and validation splits are moved there once per seed); ``bf16`` autocasts the
 forward passes of training only. Evaluation batches are built on the CPU, run through the models
 on the device in float32 and the metrics are computed on the CPU.
+
+Engines (docs/distributed.md, "Protocols"): each pending seed is one job (:func:`seed_job`): stage 1,
+the DAE, stage 2 and the evaluation of that seed, a pure function of the configuration, the splits
+and the seed. The default in-process engine runs the jobs here, in seed order, exactly as the plain
+loop did; the ``ray`` engine runs them as Ray tasks, which return the fitted models as files
+(safetensors + JSON) that this process writes to ``models/seed<s>/`` before the seed's unit.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +43,9 @@ from mmguard.baselines.dae import DaeConfig, DaeGuard
 from mmguard.data.model import MultimodalBatch
 from mmguard.data.splits import Splits, split_by_group
 from mmguard.devices import resolve_device, use_precision
+from mmguard.engine import Engine, Job
+from mmguard.engine.files import read_tree, write_tree
+from mmguard.engine.local import LocalEngine
 from mmguard.errors import DataError
 from mmguard.eval.metrics import binary_auroc
 from mmguard.eval.reconstruction import group_errors, modality_groups, per_sample_errors
@@ -310,50 +321,134 @@ def targets(metrics: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass
+class SeedWork:
+    """What every seed job of one run shares (an engine sends it to remote workers once).
+
+    ``in_process``: the job runs in the driver, so it hands back its models as objects and logs
+    directly; a remote job returns the models' files and its log lines instead.
+    """
+
+    cfg: MmsslRunConfig
+    splits: Splits
+    in_process: bool = True
+
+
+def seed_job(work: SeedWork, seed: int, log: Log | None = None) -> dict[str, Any]:
+    """One seed: :func:`fit_seed` and :func:`evaluate_seed` → ``{"fit", "result"}`` plus the models.
+
+    In process: ``"models"`` (the :class:`MmsslModels`), and ``log`` receives the progress lines as
+    they come. Remote: ``"model_files"`` — the models saved to a temporary directory, as
+    :func:`~mmguard.engine.files.read_tree` bytes (no torch object is pickled) — and ``"log"``, the
+    lines to show when the result arrives. Everything depends on (config, splits, seed) only.
+    """
+    lines: list[str] = []
+    models, fit = fit_seed(work.cfg, work.splits, seed, log if log is not None else lines.append)
+    t0 = time.perf_counter()
+    res = evaluate_seed(models, work.splits, work.cfg, seed)
+    fit["timing"]["evaluate_s"] = time.perf_counter() - t0
+    if work.in_process:
+        return {"fit": fit, "result": res, "models": models}
+    with tempfile.TemporaryDirectory(prefix="mmguard-mmssl-") as tmp:
+        models.save(tmp, work.splits.train.specs)
+        return {"fit": fit, "result": res, "model_files": read_tree(tmp), "log": lines}
+
+
 class MmsslExperiment:
-    """Runs :func:`fit_seed` + :func:`evaluate_seed` over ``cfg.seeds`` and aggregates."""
+    """Runs :func:`fit_seed` + :func:`evaluate_seed` over ``cfg.seeds`` (one :func:`seed_job` per
+    seed, through ``engine``) and aggregates."""
 
     def __init__(self, cfg: MmsslRunConfig, splits: Splits | None = None, log: Log = print,
-                 out: Path | None = None, units: RunUnits | None = None) -> None:
-        """``out`` + ``units``: save each finished seed (models and results) and resume from them."""
+                 out: Path | None = None, units: RunUnits | None = None, engine: Engine | None = None) -> None:
+        """``out`` + ``units``: save each finished seed (models and results) and resume from them.
+
+        ``engine``: runs the seed jobs (default: in this process, in seed order). With a remote engine
+        :attr:`models` holds only the first seed's models (loaded back from their files: what the
+        diagnostics need), not every seed's.
+        """
         self.cfg = cfg
         self.splits = splits if splits is not None else load_splits(cfg)
         self.log = log
         self.out = out
         self.units = units
+        self.engine = engine
         self.models: dict[int, MmsslModels] = {}
         self.fits: dict[int, dict[str, Any]] = {}
         self.per_seed: list[dict[str, Any]] = []
+        self._results: dict[int, dict[str, Any]] = {}  # by seed, in the order they finish
+
+    def _run_dir(self) -> Path | None:
+        """Where finished seeds are saved (None: nothing is saved or resumed)."""
+        return self.out if self.units is not None and self.out is not None else None
+
+    def _finish(self, seed: int, fit: dict[str, Any], res: dict[str, Any]) -> None:
+        """Keep a finished seed's fit report and results, and log its headline."""
+        self.fits[seed], self._results[seed] = fit, res
+        e = res["errors"]
+        self.log(
+            f"seed {seed}: faulty combined mmssl {e['mmssl']['faulty']['combined']:.4f} "
+            f"mmae {e['mmae']['faulty']['combined']:.4f} dae {e['dae']['faulty']['combined']:.4f}; "
+            f"AUROC {res['detection']['auroc']:.4f}"
+        )
+
+    def _keep_files(self, seed: int, files: dict[str, bytes]) -> None:
+        """A remote seed's model files: written to ``models/seed<s>/`` (configs last; the unit, written
+        after, marks the seed finished), and the first seed's loaded back for the diagnostics."""
+        run_dir, first = self._run_dir(), seed == self.cfg.seeds[0]
+        if run_dir is not None:
+            write_tree(run_dir / "models" / f"seed{seed}", files, last="config.json")
+            if first:
+                self.models[seed] = MmsslModels.load(run_dir / "models" / f"seed{seed}")
+        elif first:
+            with tempfile.TemporaryDirectory(prefix="mmguard-mmssl-") as tmp:
+                write_tree(tmp, files, last="config.json")
+                self.models[seed] = MmsslModels.load(tmp)
+        if first:
+            self.models[seed] = self.models[seed].to(resolve_device(self.cfg.device))
 
     def run(self) -> dict[str, Any]:
+        """Every seed (reused from disk when finished, else a job), then the aggregate over seeds."""
         t_start = time.perf_counter()
         sp = self.splits
         self.log(
             f"data: {sp.sizes()} samples (train/val/test), modalities "
             + ", ".join(f"{s.name}{tuple(s.shape)}" for s in sp.train.specs)
         )
-        for seed in self.cfg.seeds:
-            done = self.units.load(f"seed{seed}") if self.units is not None else None
-            if done is not None and self.out is not None:
-                models = MmsslModels.load(self.out / "models" / f"seed{seed}").to(resolve_device(self.cfg.device))
-                fit, res = done["fit"], done["result"]
-                self.log(f"seed {seed}: already done (resumed from {self.out / 'units'})")
+        engine = self.engine or LocalEngine()
+        shared = engine.share(SeedWork(self.cfg, sp, in_process=engine.in_process))
+        run_dir = self._run_dir()
+
+        def jobs() -> Iterator[Job]:
+            """Seed by seed (lazily: in process, a seed is reported before the next one starts): a
+            finished seed is reused from disk, any other becomes a job."""
+            for seed in self.cfg.seeds:
+                done = self.units.load(f"seed{seed}") if self.units is not None else None
+                if done is not None and self.out is not None:
+                    if engine.in_process or seed == self.cfg.seeds[0]:
+                        path = self.out / "models" / f"seed{seed}"
+                        self.models[seed] = MmsslModels.load(path).to(resolve_device(self.cfg.device))
+                    self.log(f"seed {seed}: already done (resumed from {self.out / 'units'})")
+                    self._finish(seed, done["fit"], done["result"])
+                else:
+                    yield Job(seed, (shared, seed, self.log if engine.in_process else None))
+
+        for seed, got in engine.map(seed_job, jobs()):
+            fit, res = got["fit"], got["result"]
+            for line in got.get("log", ()):
+                self.log(line)
+            if "models" in got:
+                self.models[seed] = got["models"]
+                if run_dir is not None:
+                    got["models"].save(run_dir / "models" / f"seed{seed}", sp.train.specs)
             else:
-                models, fit = fit_seed(self.cfg, sp, seed, self.log)
-                t0 = time.perf_counter()
-                res = evaluate_seed(models, sp, self.cfg, seed)
-                fit["timing"]["evaluate_s"] = time.perf_counter() - t0
-                if self.units is not None and self.out is not None:
-                    models.save(self.out / "models" / f"seed{seed}", sp.train.specs)
-                    self.units.save(f"seed{seed}", {"fit": fit, "result": res})
-            self.models[seed], self.fits[seed] = models, fit
-            self.per_seed.append(res)
-            e = res["errors"]
-            self.log(
-                f"seed {seed}: faulty combined mmssl {e['mmssl']['faulty']['combined']:.4f} "
-                f"mmae {e['mmae']['faulty']['combined']:.4f} dae {e['dae']['faulty']['combined']:.4f}; "
-                f"AUROC {res['detection']['auroc']:.4f}"
-            )
+                self._keep_files(seed, got["model_files"])
+            if self.units is not None and run_dir is not None:
+                self.units.save(f"seed{seed}", {"fit": fit, "result": res})
+            self._finish(seed, fit, res)
+        # results arrive in completion order with a remote engine: aggregate in seed order, as before
+        self.per_seed = [self._results[s] for s in self.cfg.seeds]
+        self.fits = {s: self.fits[s] for s in self.cfg.seeds}
+        self.models = {s: self.models[s] for s in self.cfg.seeds if s in self.models}
         metrics: dict[str, Any] = _collect(self.per_seed)
         metrics["ratios"] = paired_ratios(self.per_seed)
         metrics["targets"] = targets(metrics)

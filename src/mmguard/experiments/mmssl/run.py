@@ -7,6 +7,10 @@ DIR/*.png                    errors, families, severity sweeps, latent t-SNE
 DIR/models/seed<s>/          mmae/, dae/, compute/ (weights.safetensors + config.json each)
 DIR/preprocessing/           the standardiser fitted on train (safetensors + JSON)
 DIR/faults/                  the training mix and the family specs, as YAML
+
+The seeds run through an engine (``engine``: in this process by default, or Ray tasks;
+docs/distributed.md). The engine is not part of the run's fingerprint, like the thread count and the
+device: a run started with one engine resumes with another.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import torch
 
 from mmguard import __version__
+from mmguard.engine import Engine
 from mmguard.experiments.mmssl.config import MmsslRunConfig
 from mmguard.experiments.mmssl.experiment import MmsslExperiment, load_splits, training_spec_of
 from mmguard.experiments.mmssl.plots import plot_errors, plot_families, plot_severity
@@ -28,8 +33,11 @@ from mmguard.faults import scenarios
 from mmguard.io.checkpoint import atomic_write_text, save_checkpoint, write_json
 
 
-def run_mmssl(cfg: MmsslRunConfig, out_dir: str | Path, *, log=print) -> dict[str, Any]:
-    """Run the protocol and write the run directory; returns the metrics dict."""
+def run_mmssl(cfg: MmsslRunConfig, out_dir: str | Path, *, log=print, engine: Engine | None = None) -> dict[str, Any]:
+    """Run the protocol and write the run directory; returns the metrics dict.
+
+    ``engine`` runs the seeds (default: in this process, in order; see the module docstring).
+    """
     out = Path(out_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -39,7 +47,7 @@ def run_mmssl(cfg: MmsslRunConfig, out_dir: str | Path, *, log=print) -> dict[st
     identity = {**cfg.model_dump(mode="json", exclude={"threads", "device", "precision"}),
                 "content": data_fingerprint(splits)}
     units = RunUnits(out, identity, method="mmssl")
-    exp = MmsslExperiment(cfg, splits=splits, log=log, out=out, units=units)
+    exp = MmsslExperiment(cfg, splits=splits, log=log, out=out, units=units, engine=engine)
     metrics = exp.run()
     out.mkdir(parents=True, exist_ok=True)
     first = cfg.seeds[0]
