@@ -238,6 +238,33 @@ def test_modulation_property(gamma, renorm, det_scale, corr_scale, seed) -> None
                 assert torch.equal(out[n][k], raw[n][k]), (k, n)
 
 
+def test_shrink_only_takes_the_full_members_step_size_without_reallocation() -> None:
+    """Member 2 (γ = 1, no renormalization of its own) borrows member 0's renormalization factor: its
+    gradient is its raw gradient times that factor — the full model's step-size schedule, with the
+    detection/correction split of the unamplified gradient."""
+    block = _block()
+    raw = _raw_grads(block, det_scale=3.0, seed=4)
+    for n, p in block.named_parameters():
+        p.grad = raw[n].clone()
+    info = modulate_gradients(block.detection_parameters(), block.correction_parameters(),
+                              gamma=torch.tensor([4.0, 1.0, 1.0], dtype=torch.float64),
+                              renormalize=torch.tensor([True, True, False]),
+                              clip_tau=torch.tensor([INF] * G, dtype=torch.float64),
+                              borrow=torch.tensor([-1, -1, 0]))
+    out = {n: p.grad.detach().clone() for n, p in block.named_parameters()}
+    a0, r0 = _sq(raw, "detector."), _sq(raw, "corrector.")
+    f_full = ((a0[0] + r0[0]) / (16.0 * a0[0] + r0[0])).sqrt()  # the full member's factor, < 1
+    assert float(f_full) < 1.0
+    torch.testing.assert_close(info["factor"], torch.stack([f_full, torch.ones((), dtype=torch.float64),
+                                                             f_full]), rtol=1e-6, atol=0)
+    for n in raw:
+        torch.testing.assert_close(out[n][2].double(), raw[n][2].double() * f_full, rtol=1e-5, atol=1e-12)
+        assert torch.equal(out[n][1], raw[n][1])  # gamma 1 and renormalized: unchanged
+    # no re-allocation: member 2's detection share is that of its raw gradient
+    torch.testing.assert_close(_sq(out, "detector.")[2] / (_sq(out, "detector.")[2] + _sq(out, "corrector.")[2]),
+                               a0[2] / (a0[2] + r0[2]), rtol=1e-5, atol=0)
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. contraction corrector
 # ---------------------------------------------------------------------------------------------
@@ -405,8 +432,8 @@ def _models(xs: dict[str, torch.Tensor]) -> MmsslModels:
     dae = _frozen_ae(1)
     ccfg = ComputeConfig(detector_hidden=16, embedding_dim=4, corrector_hidden=[16], lipschitz_bound=0.9)
     settings_ = variant_settings(VARIANTS, ccfg)
-    block = ComputeBlock([3, 4, 5, 6, 7], 8, 2, detector_hidden=16, embedding=4, corrector_hidden=[16],
-                         bound=0.9, contract=settings_["contract"])
+    block = ComputeBlock(list(range(3, 3 + len(VARIANTS))), 8, 2, detector_hidden=16, embedding=4,
+                         corrector_hidden=[16], bound=0.9, contract=settings_["contract"])
     block.eval()
     for p in block.parameters():
         p.requires_grad_(False)
@@ -437,7 +464,8 @@ def test_end_to_end_exact_bypass_and_routing() -> None:
     assert bool((s == models.thresholds.unsqueeze(1)).any(1).all())  # boundary samples exist
     assert torch.equal(det["scores"], scores[0]) and torch.equal(det["sample_score"], s[0])
     assert set(out) == {"mmae", "dae", "mmssl", "mmssl_no_amplification", "mmssl_no_renormalization",
-                        "mmssl_no_contraction", "mmssl_clip_only", "mmssl_no_routing", "mmssl_oracle_routing"}
+                        "mmssl_no_contraction", "mmssl_clip_only", "mmssl_shrink_only", "mmssl_no_routing",
+                        "mmssl_oracle_routing"}
     for n, x in xs.items():
         for model in out:
             assert out[model][n].shape == x.shape
@@ -697,14 +725,20 @@ def test_contrastive_loss_faulty_beyond_margin_has_no_gradient_and_member_mask()
 def test_variant_settings() -> None:
     cfg = ComputeConfig(gamma=4.0, renormalize=True, clip_tau=1.5)
     s = variant_settings(VARIANTS, cfg)
-    assert VARIANTS == ("full", "no_amplification", "no_renormalization", "no_contraction", "clip_only")
+    assert VARIANTS == ("full", "no_amplification", "no_renormalization", "no_contraction", "clip_only",
+                        "shrink_only")
     assert s["gamma"].dtype == torch.float64 and s["clip_tau"].dtype == torch.float64
     assert s["renormalize"].dtype == torch.bool and s["contract"].dtype == torch.bool
-    assert s["gamma"].tolist() == [4.0, 1.0, 4.0, 4.0, 4.0]
-    assert s["renormalize"].tolist() == [True, True, False, True, True]
+    assert s["gamma"].tolist() == [4.0, 1.0, 4.0, 4.0, 4.0, 1.0]
+    assert s["renormalize"].tolist() == [True, True, False, True, True, False]
     # clip_only (the paper's literal corrector): clipped at tau, but no spectral projection
-    assert s["clip_tau"].tolist() == [1.5, 1.5, 1.5, INF, 1.5]
-    assert s["contract"].tolist() == [True, True, True, False, False]
+    assert s["clip_tau"].tolist() == [1.5, 1.5, 1.5, INF, 1.5, 1.5]
+    assert s["contract"].tolist() == [True, True, True, False, False, True]
+    # shrink_only borrows the full member's step factor (the full model sits at index 0 here)
+    assert s["borrow"].tolist() == [-1, -1, -1, -1, -1, 0]
+    assert variant_settings(["no_amplification", "shrink_only", "full"], cfg)["borrow"].tolist() == [-1, 2, -1]
+    with pytest.raises(ValueError, match="beside 'full'"):
+        variant_settings(["no_amplification", "shrink_only"], cfg)
     s2 = variant_settings(["no_contraction", "full"], ComputeConfig(renormalize=False, clip_tau=None))
     assert s2["renormalize"].tolist() == [False, False]
     assert s2["clip_tau"].tolist() == [INF, INF]

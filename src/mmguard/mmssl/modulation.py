@@ -12,6 +12,12 @@ and detector), R the rest — and per-member settings γ_g ≥ 1, renormalize_g,
 3. **gradient clipping** in the compute block: the corrector group C's norm is clipped to
    τ_g: g_C ← g_C · min(1, τ_g / ||g_C||) (τ = ∞ disables it).
 
+**Step-size control** (issue #11, docs/results/mmssl-twin.md): a member with ``borrow_g = h ≥ 0``
+has its whole gradient scaled, in step 2, by member h's renormalization factor of the same step
+instead of its own (its γ = 1, so it has none): it takes the full model's step *size* schedule
+without the re-allocation towards detection — the learning-rate effect of renormalization alone.
+This is the one place where a member reads another (one scalar per step, no gradient flows).
+
 Order 1 → 2 → 3 is a decision (the paper lists the operations, not their order): clipping
 last guarantees ||g_C|| ≤ τ on the step actually taken. Every parameter carries the leading
 ensemble axis G; norms are reduced over all other axes, so members never interact.
@@ -54,19 +60,25 @@ def modulate_gradients(
     gamma: torch.Tensor,
     renormalize: torch.Tensor,
     clip_tau: torch.Tensor,
+    borrow: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Apply steps 1-3 in place; returns per-member norms (before, after renormalization, final)."""
+    """Apply steps 1-3 in place; returns per-member norms (before, after renormalization, final) and
+    the factor each member's gradient was scaled by in step 2 (``factor``). ``borrow`` (G,) long: the
+    member whose renormalization factor member g takes (−1: its own; module docstring)."""
     members = gamma.shape[0]
     everything = [*amplified, *clipped, *others]
     if everything:  # per-member settings on the parameters' device (a no-op where they already are)
         dev = everything[0].device
         gamma, renormalize, clip_tau = gamma.to(dev), renormalize.to(dev), clip_tau.to(dev)
+        borrow = None if borrow is None else borrow.to(dev)
     before = member_grad_sq_norm(everything, members).sqrt()
     _scale(amplified, gamma.double())
     amplified_norm = member_grad_sq_norm(everything, members).sqrt()
     factor = torch.where(
         renormalize & (amplified_norm > 0), before / amplified_norm.clamp_min(1e-300), torch.ones_like(before)
     )
+    if borrow is not None and bool((borrow >= 0).any()):
+        factor = torch.where(borrow >= 0, factor[borrow.clamp_min(0)], factor)
     _scale(everything, factor)
     renormed = member_grad_sq_norm(everything, members).sqrt()
     c_norm = member_grad_sq_norm(clipped, members).sqrt()
@@ -79,4 +91,5 @@ def modulate_gradients(
         "renormalized": renormed,
         "corrector": c_norm,
         "final": member_grad_sq_norm(everything, members).sqrt(),
+        "factor": factor,
     }

@@ -48,7 +48,9 @@ CHUNK = 512
 #: the full model (strict contraction: spectral projection + gradient clipping) and its ablations;
 #: ``clip_only`` is the paper's literal corrector (issue #11): gradient clipping at τ, no spectral
 #: projection, so the corrector may expand
-VARIANTS = ("full", "no_amplification", "no_renormalization", "no_contraction", "clip_only")
+#: ``shrink_only`` is the step-size control of issue #11: no amplification, every gradient scaled by the
+#: full member's renormalization factor of the same step (:mod:`mmguard.mmssl.modulation`)
+VARIANTS = ("full", "no_amplification", "no_renormalization", "no_contraction", "clip_only", "shrink_only")
 
 
 class _Single(nn.Module):
@@ -246,21 +248,28 @@ class LatentScale:
 
 
 def variant_settings(variants: Sequence[str], cfg: ComputeConfig) -> dict[str, torch.Tensor]:
-    """Per-member γ, renormalize, τ and contraction flags for the full model and ablations."""
-    gamma, renorm, tau, contract = [], [], [], []
+    """Per-member γ, renormalize, τ, contraction flags and borrowed step factors (``borrow``: the member
+    whose renormalization factor a ``shrink_only`` member takes, −1 elsewhere) for the full model and
+    ablations."""
+    gamma, renorm, tau, contract, borrow = [], [], [], [], []
     inf = float("inf")
+    variants = list(variants)
     for v in variants:
         if v not in VARIANTS:
             raise ValueError(f"unknown MMSSL variant {v!r}; known: {list(VARIANTS)}")
-        gamma.append(1.0 if v == "no_amplification" else cfg.gamma)
-        renorm.append(cfg.renormalize and v != "no_renormalization")
+        if v == "shrink_only" and "full" not in variants:
+            raise ValueError("the shrink_only variant takes the full model's step sizes: train it beside 'full'")
+        gamma.append(1.0 if v in ("no_amplification", "shrink_only") else cfg.gamma)
+        renorm.append(cfg.renormalize and v not in ("no_renormalization", "shrink_only"))
         tau.append(inf if (v == "no_contraction" or cfg.clip_tau is None) else cfg.clip_tau)
         contract.append(v not in ("no_contraction", "clip_only"))
+        borrow.append(variants.index("full") if v == "shrink_only" else -1)
     return {
         "gamma": torch.tensor(gamma, dtype=torch.float64),
         "renormalize": torch.tensor(renorm),
         "clip_tau": torch.tensor(tau, dtype=torch.float64),
         "contract": torch.tensor(contract),
+        "borrow": torch.tensor(borrow, dtype=torch.long),
     }
 
 
@@ -374,6 +383,7 @@ def train_compute_block(
             gamma=settings["gamma"],
             renormalize=settings["renormalize"],
             clip_tau=settings["clip_tau"],
+            borrow=settings["borrow"],
         )
 
     def optimizer(params: list[nn.Parameter]) -> torch.optim.Optimizer:

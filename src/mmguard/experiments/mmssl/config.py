@@ -25,7 +25,8 @@ class MmsslRunConfig(BaseModel):
     seeds: SeedList = Field(default_factory=lambda: [0, 1, 2, 3, 4])
     autoencoder: AutoencoderConfig = Field(default_factory=AutoencoderConfig)
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
-    ablations: list[Literal["no_amplification", "no_renormalization", "no_contraction", "clip_only"]] = Field(
+    ablations: list[Literal["no_amplification", "no_renormalization", "no_contraction", "clip_only",
+                         "shrink_only"]] = Field(
         default_factory=lambda: ["no_amplification", "no_renormalization", "no_contraction"]
     )
     train_faults: dict[str, Any] | None = None
