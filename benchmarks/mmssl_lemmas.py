@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from seed_units import run_seeds
+
 
 def run_seed(data: str, seed: int, epochs: int | None) -> dict[str, Any]:
     from mmguard.experiments.mmssl.config import MmsslRunConfig
@@ -94,17 +96,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    per_seed = []
-    for seed in range(args.seeds):
-        path = args.out / f"{args.scene}_seed{seed}.json"
-        if not path.is_file():
-            res = run_seed(args.data, seed, args.ae_epochs)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(res, indent=2) + "\n")
-            tmp.replace(path)
-            print(f"{args.scene} seed {seed} done ({res['train_s']:.0f} s)", flush=True)
-        per_seed.append(json.loads(path.read_text()))
+    per_seed = run_seeds(args.out, args.scene, args.seeds, lambda seed: run_seed(args.data, seed, args.ae_epochs),
+                         lambda seed, res: print(f"{args.scene} seed {seed} done ({res['train_s']:.0f} s)", flush=True))
     summary = {"data": args.data, "scene": args.scene, **summarise(per_seed)}
     (args.out / f"{args.scene}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=1))

@@ -34,6 +34,8 @@ from typing import Any
 
 import torch
 
+from seed_units import run_seeds
+
 VARIANTS = ("full", "no_amplification", "no_renormalization", "shrink_only")
 PAIRS = (("full", "shrink_only"), ("shrink_only", "no_amplification"), ("full", "no_amplification"),
          ("full", "no_renormalization"))
@@ -103,19 +105,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    per_seed = []
-    for seed in range(args.seeds):
-        path = args.out / f"{args.scene}_seed{seed}.json"
-        if path.is_file():
-            per_seed.append(json.loads(path.read_text()))
-            continue
-        res = run_seed(args.data, seed, args.ae_epochs, args.stage2_epochs)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(res, indent=2) + "\n")
-        tmp.replace(path)
-        per_seed.append(res)
-        print(f"{args.scene} seed {seed}: sgd {res['sgd']['faulty']}  adam {res['adam']['faulty']}", flush=True)
+    per_seed = run_seeds(args.out, args.scene, args.seeds,
+                         lambda seed: run_seed(args.data, seed, args.ae_epochs, args.stage2_epochs),
+                         lambda seed, res: print(f"{args.scene} seed {seed}: sgd {res['sgd']['faulty']}  "
+                                                 f"adam {res['adam']['faulty']}", flush=True))
     summary = {"data": args.data, "scene": args.scene, "threads": args.threads, **summarise(per_seed)}
     (args.out / f"{args.scene}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     for opt in ("sgd", "adam"):

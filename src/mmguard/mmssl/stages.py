@@ -119,6 +119,15 @@ def _new_autoencoder(specs: Sequence[Any], cfg: AutoencoderConfig, seed: int, de
     return MultimodalAutoencoder(tuple(specs), cfg).to(dev)
 
 
+def _autoencoder_schedule(cfg: AutoencoderConfig, seed: int, dev: torch.device,
+                          progress: Callable[[int, torch.Tensor], None] | None) -> dict[str, Any]:
+    """The loop settings stage 1 shares between its loaded and streamed data: one member, Adam at
+    ``cfg.lr``, ``cfg.epochs`` with early stopping after ``cfg.patience``."""
+    return {"member_stream": torch.zeros(1, dtype=torch.long, device=dev),
+            "stream_seeds": [derive_seed(seed, "ae-order")], "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+            "lr": cfg.lr, "patience": cfg.patience, "progress": progress}
+
+
 def _frozen(ae: MultimodalAutoencoder) -> MultimodalAutoencoder:
     ae.eval()
     for p in ae.parameters():
@@ -155,22 +164,8 @@ def train_autoencoder(
                 _stream(apply_faults(train, denoise_spec, seed=derive_seed(seed, "dae", epoch)), "in:")
             )
 
-    wrapped = _Single(ae)
-    result = train_ensemble(
-        wrapped,
-        loss_fn,
-        data,
-        val_data,
-        member_stream=torch.zeros(1, dtype=torch.long, device=dev),
-        stream_seeds=[derive_seed(seed, "ae-order")],
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        val_fn=val_fn,
-        on_epoch_start=on_epoch_start,
-        patience=cfg.patience,
-        progress=progress,
-    )
+    result = train_ensemble(_Single(ae), loss_fn, data, val_data, val_fn=val_fn, on_epoch_start=on_epoch_start,
+                            **_autoencoder_schedule(cfg, seed, dev, progress))
     return _frozen(ae), result
 
 
@@ -213,20 +208,9 @@ def train_autoencoder_stream(
         for j, x in enumerate(val.chunks()):
             yield batch_of(x, derive_seed(seed, "dae-val", j))
 
-    result = train_ensemble(
-        _Single(ae),
-        loss_fn,
-        StreamedData(len(train), minibatches),
-        StreamedData(len(val), val_chunks),
-        member_stream=torch.zeros(1, dtype=torch.long, device=dev),
-        stream_seeds=[derive_seed(seed, "ae-order")],
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        val_fn=val_fn,
-        patience=cfg.patience,
-        progress=progress,
-    )
+    result = train_ensemble(_Single(ae), loss_fn, StreamedData(len(train), minibatches),
+                            StreamedData(len(val), val_chunks), val_fn=val_fn,
+                            **_autoencoder_schedule(cfg, seed, dev, progress))
     return _frozen(ae), result
 
 

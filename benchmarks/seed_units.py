@@ -1,0 +1,31 @@
+"""Per-seed result files of the multi-seed benchmarks (``mmssl_modulation.py``, ``mmssl_lemmas.py``).
+
+:func:`run_seeds` computes ``fn(seed)`` for seeds 0..S-1, writes each result as
+``OUT/<scene>_seed<k>.json`` (atomically: a temporary file renamed) as soon as it is done, and reuses
+a file already there, so a killed benchmark resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def run_seeds(out: Path, scene: str, seeds: int, fn: Callable[[int], dict[str, Any]],
+              done: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Every seed's result, in seed order; ``done(seed, result)`` is called for each new one."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for seed in range(seeds):
+        path = out / f"{scene}_seed{seed}.json"
+        if not path.is_file():
+            res = fn(seed)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(res, indent=2) + "\n")
+            tmp.replace(path)
+            if done is not None:
+                done(seed, res)
+        results.append(json.loads(path.read_text()))
+    return results
