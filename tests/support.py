@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import torch
 
 from mmguard.data.model import ModalityKind, ModalitySpec, MultimodalBatch
@@ -26,3 +29,13 @@ def camera_kinematics(n: int = 300, seed: int = 0) -> MultimodalBatch:
     specs = (ModalitySpec("camera", ModalityKind.IMAGE, (1, 8, 8)),
              ModalitySpec("kinematics", ModalityKind.VECTOR, (4,)))
     return MultimodalBatch({"camera": img, "kinematics": kin}, specs=specs, target=y)
+
+
+def run_cli(args: list[str]) -> tuple[int, str, str]:
+    """Run the ``mmguard`` CLI in-process: (exit code, stdout, stderr)."""
+    from mmguard.cli.main import entrypoint
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = entrypoint(args)
+    return rc, out.getvalue(), err.getvalue()

@@ -10,8 +10,6 @@ text at the file readers.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
@@ -21,15 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmguard.cli.main import entrypoint
-
-
-def run_cli(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = entrypoint(args)
-    return rc, out.getvalue(), err.getvalue()
-
+from support import run_cli
 
 GOOD_CSV = "a,b,c,d,y,g\n" + "".join(
     f"{np.sin(i):.4f},{np.cos(i):.4f},{i % 7 / 7:.4f},{(i * 3) % 5 / 5:.4f},{i % 2},{i % 4}\n" for i in range(120)

@@ -6,23 +6,14 @@ Each command has the options; an unavailable device or an unknown precision is o
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import pytest
 import torch
 
-from mmguard.cli.main import entrypoint
+from support import run_cli
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-
-
-def run_cli(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = entrypoint(args)
-    return rc, out.getvalue(), err.getvalue()
 
 
 @pytest.mark.parametrize(("command", "options"), [

@@ -6,23 +6,14 @@ settings with one seed (the protocol, not the numbers, is under test here).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
 import pytest
 
-from mmguard.cli.main import entrypoint
+from support import run_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def run_cli(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = entrypoint(args)
-    return rc, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -5,25 +5,16 @@ These run whether or not Ray is installed (the missing-Ray path hides it with ``
 
 from __future__ import annotations
 
-import contextlib
-import io
 import sys
 from pathlib import Path
 
 import pytest
 
-from mmguard.cli.main import entrypoint
 from mmguard.engine import Engine, Job, check_engine, make_engine
 from mmguard.engine.files import read_tree, write_tree
 from mmguard.engine.local import LocalEngine
 from mmguard.errors import CheckpointError, EngineError, SpecError
-
-
-def run_cli(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = entrypoint(args)
-    return rc, out.getvalue(), err.getvalue()
+from support import run_cli
 
 
 def test_local_engine_runs_in_order_in_process() -> None:

@@ -13,8 +13,6 @@ sweeps: the protocol, not the numbers, is under test. The Ray test is skipped wi
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import sys
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any
 import pytest
 import torch
 
-from mmguard.cli.main import entrypoint
+from support import run_cli
 
 TIMING = ("_s", "plots")
 
@@ -35,13 +33,6 @@ def numbers(tree: Any) -> Any:
     if isinstance(tree, list):
         return [numbers(v) for v in tree]
     return tree
-
-
-def run_cli(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = entrypoint(args)
-    return rc, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -4,22 +4,13 @@ lies under a file are one line ``mmguard: error: ...``, exit code 2, no tracebac
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
 import torch
 
-from mmguard.cli.main import entrypoint
 from mmguard.export.runtime import OnnxGuard
-
-
-def run_cli(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = entrypoint(args)
-    return rc, out.getvalue(), err.getvalue()
+from support import run_cli
 
 
 def test_export_writes_a_model_the_runtime_loads(get_exported, tmp_path: Path) -> None:

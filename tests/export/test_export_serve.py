@@ -4,8 +4,6 @@ drift tests still use the guard's own detector. Bad backend settings are one lin
 
 from __future__ import annotations
 
-import contextlib
-import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,11 +13,11 @@ import torch
 import uvicorn
 from export_testutil import FIX_TOL, SCORE_TOL, faulty
 
-from mmguard.cli.main import entrypoint
 from mmguard.errors import SpecError
 from mmguard.export.runtime import OnnxGuard
 from mmguard.serve.app import create_app
 from mmguard.serve.settings import ServeSettings
+from support import run_cli
 
 with warnings.catch_warnings():  # starlette >= 1.10 prefers the httpx2 fork; httpx still works
     warnings.filterwarnings("ignore", message=".*install `httpx2`")
@@ -62,13 +60,6 @@ def test_onnx_model_of_another_guard_is_refused(get_exported) -> None:
         create_app(e.directory, ServeSettings.build(backend="onnx", onnx_model=other.onnx_path))
     with pytest.raises(SpecError, match="needs --backend onnx"):
         ServeSettings.build(onnx_model=e.onnx_path)
-
-
-def run_cli(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = entrypoint(args)
-    return rc, out.getvalue(), err.getvalue()
 
 
 def test_serve_cli_backend_option(get_exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

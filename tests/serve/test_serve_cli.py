@@ -4,8 +4,6 @@ settings asked for (``uvicorn.run`` is replaced by a recorder)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -14,15 +12,8 @@ import pytest
 import uvicorn
 from serve_testutil import TOKEN, Fitted
 
-from mmguard.cli.main import entrypoint
 from mmguard.serve.app import GUARD_DIR_ENV, SETTINGS_ENV
-
-
-def run_cli(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = entrypoint(args)
-    return rc, out.getvalue(), err.getvalue()
+from support import run_cli
 
 
 @pytest.fixture
