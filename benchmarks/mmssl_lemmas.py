@@ -21,15 +21,13 @@ then mean ± std over seeds of each, and paired per-seed differences. One JSON p
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from seed_units import run_seeds
+from seed_units import run_seeds, seed_parser
 
 
 def run_seed(data: str, seed: int, epochs: int | None) -> dict[str, Any]:
@@ -87,13 +85,8 @@ def summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--scene", required=True)
-    ap.add_argument("--seeds", type=int, default=5)
+    ap = seed_parser(__doc__)
     ap.add_argument("--ae-epochs", type=int, default=None, help="autoencoder epochs (default: the protocol's 30)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     per_seed = run_seeds(args.out, args.scene, args.seeds, lambda seed: run_seed(args.data, seed, args.ae_epochs),

@@ -26,15 +26,13 @@ samples, mean ± std over seeds and paired per-seed differences. Each (scene, se
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from seed_units import run_seeds
+from seed_units import run_seeds, seed_parser
 
 VARIANTS = ("full", "no_amplification", "no_renormalization", "shrink_only")
 PAIRS = (("full", "shrink_only"), ("shrink_only", "no_amplification"), ("full", "no_amplification"),
@@ -95,14 +93,9 @@ def summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--scene", required=True, help="label of the data in the output file names")
-    ap.add_argument("--seeds", type=int, default=5)
+    ap = seed_parser(__doc__)
     ap.add_argument("--ae-epochs", type=int, default=None, help="stage-1 epochs (default: the protocol's 30)")
     ap.add_argument("--stage2-epochs", type=int, default=None, help="stage-2 epochs (default: the protocol's 40)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     per_seed = run_seeds(args.out, args.scene, args.seeds,

@@ -31,6 +31,12 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "joint-keep-classifier": ("restore", {"restoration": {"detector": "joint", "classifier": True}}),
     "joint-keep-classifier-val-scales": ("restore", {"restoration": {"detector": "joint", "classifier": True,
                                                                      "scales_on": "validation"}}),
+    # the restorer itself (restoration is the limit: docs/restore.md), on the default detector
+    "joint-classifier-warm": ("restore", {"restoration": {"restorer_init": "detector"}}),
+    "joint-classifier-latent128": ("restore", {"restorer": {"latent_dim": 128}}),
+    "joint-classifier-long": ("restore", {"restorer": {"epochs": 60, "patience": 12}}),
+    "joint-classifier-warm-long": ("restore", {"restoration": {"restorer_init": "detector"},
+                                               "restorer": {"epochs": 60, "patience": 12}}),
     "dae": ("dae", {}),  # the reference to beat, on the same validation batches
 }
 

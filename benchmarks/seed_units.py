@@ -7,6 +7,7 @@ a file already there, so a killed benchmark resumes where it stopped.
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -29,3 +30,14 @@ def run_seeds(out: Path, scene: str, seeds: int, fn: Callable[[int], dict[str, A
                 done(seed, res)
         results.append(json.loads(path.read_text()))
     return results
+
+
+def seed_parser(doc: str | None, *, threads: int = 1) -> argparse.ArgumentParser:
+    """The options every multi-seed benchmark takes: --data, --scene, --seeds, --threads, --out."""
+    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--scene", required=True, help="label of the data in the output file names")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=threads)
+    ap.add_argument("--out", type=Path, required=True)
+    return ap

@@ -38,3 +38,25 @@ def test_bench_reports_the_attention_drop_on_the_failed_modality(tmp_path: Path)
             assert units[0]["conditions"][label]["attention"][n]["failed"] is None
     report = (out / "report.md").read_text()
     assert "## Attention of `emma` on the failed modality" in report
+
+
+def test_a_seed_that_switched_the_modality_off_is_left_out_of_the_ratio() -> None:
+    """The ratio is paired over the seeds where the failed modality is attended on clean input; a seed
+    with clean weight below ATTENDED (EMMA switched the camera off) is counted, not divided by."""
+    from mmguard.experiments.harness import ATTENDED, _attention_drop
+
+    def unit(clean_cam: float, under_cam: float) -> dict:
+        att = {"camera": {"all": clean_cam, "failed": None, "healthy": None},
+               "kinematics": {"all": 0.8, "failed": None, "healthy": None}}
+        fault = {"camera": {"all": under_cam, "failed": under_cam, "healthy": None},
+                 "kinematics": {"all": 0.8, "failed": None, "healthy": 0.8}}
+        return {"conditions": {"clean": {"origin": "clean", "attention": att},
+                               "camera:missing": {"origin": "trained", "attention": fault,
+                                                  "detection": {"detection_rate": 1.0}}}}
+
+    per_seed = {0: unit(0.4, 0.1), 1: unit(ATTENDED / 10, 0.0), 2: unit(0.5, 0.05)}
+    row = _attention_drop(per_seed, [0, 1, 2])["camera:missing"]
+    assert row["attended_seeds"] == 2
+    assert row["ratio"][0] == pytest.approx((0.1 / 0.4 + 0.05 / 0.5) / 2)
+    none = _attention_drop({0: unit(0.0, 0.0)}, [0])["camera:missing"]
+    assert none["ratio"] is None and none["attended_seeds"] == 0

@@ -162,3 +162,32 @@ def test_scales_on_validation_are_the_clean_validation_quantiles(splits) -> None
     torch.testing.assert_close(g.model.scales, clean_quantiles(g.model, val, 0.95))
     train = g.standardizer.transform(splits.train)
     assert not torch.allclose(g.model.scales, clean_quantiles(g.model, train, 0.95))
+
+
+def test_warm_started_restorer_is_the_clean_autoencoder_before_training(splits) -> None:
+    """``restorer_init: detector``: before its own training, R(x, f) = MMAE(x) for any flags f."""
+    from mmguard.restore.guard import warm_start
+
+    g = create_guard("restore", {"restoration": {"restorer_init": "detector"}})
+    g.specs = splits.train.specs
+    model = g._build_model({})
+    x = {n: torch.randn(7, *s.shape) for n, s in zip(splits.train.names, splits.train.specs, strict=True)}
+    flags = torch.tensor([[0, 0], [1, 0], [0, 1], [1, 1], [1, 0], [0, 0], [1, 1]], dtype=torch.float)
+    before = model.restorer(x, flags)
+    warm_start(model)
+    after, ref = model.restorer(x, flags), model.detector(x)
+    for n in x:
+        torch.testing.assert_close(after[n], ref[n], rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(before[n], ref[n], atol=1e-3)  # the copy, not a coincidence
+
+
+@pytest.mark.parametrize("update", [{"restoration": {"restorer_init": "detector", "detector": "unimodal"}},
+                                    {"restoration": {"restorer_init": "detector"}, "restorer": {"latent_dim": 9}}])
+def test_warm_start_refuses_an_incompatible_restorer(splits, update) -> None:
+    from mmguard.errors import SpecError
+    from mmguard.restore.guard import warm_start
+
+    g = create_guard("restore", update)
+    g.specs = splits.train.specs
+    with pytest.raises(SpecError, match="restorer_init"):
+        warm_start(g._build_model({}))

@@ -98,12 +98,16 @@ def render_report(metrics: dict[str, Any]) -> str:
             continue
         lines += [f"## Attention of `{g}` on the failed modality", "",
                   "Mean attention weight on the modality a family fails, under the fault and on clean input; the "
-                  "ratio is paired per seed (below 0.5: the weight fell by at least half).", "",
+                  "ratio is paired per seed (below 0.5: the weight fell by at least half), over the seeds where the "
+                  "modality's clean weight is at least 0.01 (their number in brackets when not all: on the others the "
+                  "guard has switched the modality off).", "",
                   "| condition | origin | modality | under the fault | on clean input | ratio | detection rate |",
                   "|---|---|---|---|---|---|---|"]
         for label, r in rows.items():
+            n, total = r.get("attended_seeds"), len(metrics["seeds"])
+            seeds = "" if n is None or n == total else f" ({n} of {total} seeds)"
             lines.append(f"| {label} | {r['origin']} | {r['modality']} | {_ms(r['failed'], 3)} | "
-                         f"{_ms(r['clean'], 3)} | {_ms(r['ratio'], 3)} | {_ms(r['detection_rate'], 3)} |")
+                         f"{_ms(r['clean'], 3)} | {_ms(r['ratio'], 3)}{seeds} | {_ms(r['detection_rate'], 3)} |")
         lines.append("")
     for task, d in (metrics.get("downstream") or {}).items():
         metric = "MAE" if d["metric"] == "mae" else "F1"

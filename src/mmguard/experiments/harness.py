@@ -504,10 +504,16 @@ def aggregate(cfg: BenchConfig, units: dict[str, dict[int, dict[str, Any]]],
     }
 
 
+#: a modality whose mean attention weight on clean input is below this has been switched off by the guard
+#: on that seed; its ratio under a fault would be a quotient of near-zero weights and is left out
+ATTENDED = 0.01
+
+
 def _attention_drop(per_seed: dict[int, dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     """For each condition that fails exactly one modality in every sample (a single-modality family):
     the attention weight on that modality under the fault, on clean input, and their paired ratio
-    (per seed: failed / clean; below 0.5 = the weight fell by at least half)."""
+    (per seed: failed / clean; below 0.5 = the weight fell by at least half), over the seeds where the
+    modality is attended on clean input (weight ≥ :data:`ATTENDED`; their number is ``attended_seeds``)."""
     out: dict[str, Any] = {}
     for label, first in per_seed[seeds[0]]["conditions"].items():
         failed = [m for m, a in first.get("attention", {}).items() if a["failed"] is not None and a["healthy"] is None]
@@ -517,8 +523,11 @@ def _attention_drop(per_seed: dict[int, dict[str, Any]], seeds: list[int]) -> di
         under = [per_seed[s]["conditions"][label]["attention"][mod]["failed"] for s in seeds]
         clean = [per_seed[s]["conditions"]["clean"]["attention"][mod]["all"] for s in seeds]
         det = [((per_seed[s]["conditions"][label].get("detection") or {}).get("detection_rate")) for s in seeds]
+        attended = [i for i, c in enumerate(clean) if c is not None and c >= ATTENDED]
         out[label] = {"modality": mod, "origin": first["origin"], "failed": mean_std(under),
-                      "clean": mean_std(clean), "ratio": _ratio(under, clean),
+                      "clean": mean_std(clean),
+                      "ratio": _ratio([under[i] for i in attended], [clean[i] for i in attended]) if attended else None,
+                      "attended_seeds": len(attended),
                       "detection_rate": None if any(d is None for d in det) else mean_std(det)}
     return out
 

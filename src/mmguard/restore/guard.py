@@ -50,8 +50,10 @@ from torch import nn
 
 from mmguard.baselines.common import CHUNK, fit_module, init_module, inputs, member, mse, train_summary
 from mmguard.data.model import MultimodalBatch
+from mmguard.errors import SpecError
 from mmguard.faults.scenarios import training_mix
 from mmguard.guard import Guard, GuardConfig, register_guard
+from mmguard.mmssl.autoencoder import MultimodalAutoencoder
 from mmguard.mmssl.config import AutoencoderConfig
 from mmguard.mmssl.losses import reconstruction_loss
 from mmguard.mmssl.stages import summary, train_autoencoder
@@ -81,6 +83,10 @@ class RestorationConfig(BaseModel):
         "(rebuilds it from the other modalities only)")
     extra_flag_rate: float = Field(
         0.1, ge=0, lt=1, description="rate at which healthy modalities are flagged during training")
+    restorer_init: Literal["random", "detector"] = Field(
+        "random", description="random: the restorer starts from a fresh seeded initialisation; detector: it "
+        "starts as the trained clean MMAE (its encoders, decoders and fusion weights; zero weight on the flags), "
+        "so R(x, f) = MMAE(x) before training (needs detector 'joint' and the same architecture)")
 
 
 class RestoreConfig(GuardConfig):
@@ -106,6 +112,24 @@ def clean_quantiles(model: DetectRestore, clean: MultimodalBatch, q: float) -> t
         parts = torch.cat([model.parts({n: v[i : i + CHUNK] for n, v in clean.modalities.items()})
                            for i in range(0, len(clean), CHUNK)])
     return torch.quantile(parts.double(), q, dim=0).clamp_min(1e-12).float()
+
+
+def warm_start(model: DetectRestore) -> None:
+    """Start the restorer as the trained clean MMAE: R(x̃, f) = D(E(x̃)) for every f before training."""
+    det, rest = model.detector, model.restorer
+    if not isinstance(det, MultimodalAutoencoder):
+        raise SpecError("restoration.restorer_init 'detector' needs restoration.detector 'joint' (the MMAE)")
+    try:
+        rest.encoders.load_state_dict(det.encoders.state_dict())
+        rest.decoders.load_state_dict(det.decoders.state_dict())
+    except RuntimeError:
+        raise SpecError("restoration.restorer_init 'detector' needs the restorer's encoder/decoder settings "
+                        "to equal the detector's") from None
+    codes = det.fusion.in_features
+    with torch.no_grad():
+        rest.fusion.weight.zero_()
+        rest.fusion.weight[:, :codes].copy_(det.fusion.weight)
+        rest.fusion.bias.copy_(det.fusion.bias)
 
 
 @register_guard
@@ -160,6 +184,8 @@ class RestoreGuard(Guard):
             ref = train if cfg.restoration.scales_on == "train" else (
                 val.select(~val.mask_or_clean().any(1)) if val.fault_mask is not None else val)
             model.scales.copy_(clean_quantiles(model, ref, 1 - self.config.false_alarm_rate))
+        if cfg.restoration.restorer_init == "detector":
+            warm_start(model)
         rate = cfg.restoration.extra_flag_rate
 
         def draws(epoch: int, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
