@@ -27,21 +27,15 @@ from typing import Any
 
 import torch
 
-from seed_units import run_seeds, seed_parser
+from seed_units import protocol_setup, run_seeds, seed_parser
 
 
 def run_seed(data: str, seed: int, epochs: int | None) -> dict[str, Any]:
-    from mmguard.experiments.mmssl.config import MmsslRunConfig
     from mmguard.experiments.mmssl.diagnostics import PROBE, entropy_report, jacobian_report
-    from mmguard.experiments.mmssl.experiment import load_splits, training_spec_of
     from mmguard.mmssl.stages import train_autoencoder
     from mmguard.seeding import derive_seed
 
-    cfg = MmsslRunConfig(data=data, ablations=[], severity_sweep=False)
-    if epochs is not None:
-        cfg = cfg.model_copy(update={"autoencoder": cfg.autoencoder.model_copy(update={"epochs": epochs})})
-    splits = load_splits(cfg)
-    spec = training_spec_of(cfg, splits.train)
+    cfg, splits, spec = protocol_setup(data, epochs)
     t0 = time.perf_counter()
     mmae, _ = train_autoencoder(splits.train, splits.val, cfg.autoencoder, seed=seed)
     dae, _ = train_autoencoder(splits.train, splits.val, cfg.autoencoder, seed=seed, denoise_spec=spec)

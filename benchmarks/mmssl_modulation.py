@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from seed_units import run_seeds, seed_parser
+from seed_units import protocol_setup, run_seeds, seed_parser
 
 VARIANTS = ("full", "no_amplification", "no_renormalization", "shrink_only")
 PAIRS = (("full", "shrink_only"), ("shrink_only", "no_amplification"), ("full", "no_amplification"),
@@ -40,20 +40,13 @@ PAIRS = (("full", "shrink_only"), ("shrink_only", "no_amplification"), ("full", 
 
 
 def run_seed(data: str, seed: int, epochs: int | None, stage2_epochs: int | None = None) -> dict[str, Any]:
-    from mmguard.experiments.mmssl.config import MmsslRunConfig
-    from mmguard.experiments.mmssl.experiment import error_table, load_splits, training_spec_of
+    from mmguard.experiments.mmssl.experiment import error_table
     from mmguard.faults import apply_faults
     from mmguard.mmssl.pipeline import MmsslModels, model_name
     from mmguard.mmssl.stages import train_autoencoder, train_compute_block
     from mmguard.seeding import derive_seed
 
-    cfg = MmsslRunConfig(data=data, ablations=[], severity_sweep=False, analysis=False)
-    if epochs is not None:
-        cfg = cfg.model_copy(update={"autoencoder": cfg.autoencoder.model_copy(update={"epochs": epochs})})
-    if stage2_epochs is not None:
-        cfg = cfg.model_copy(update={"compute": cfg.compute.model_copy(update={"epochs": stage2_epochs})})
-    splits = load_splits(cfg)
-    spec = training_spec_of(cfg, splits.train)
+    cfg, splits, spec = protocol_setup(data, epochs, stage2_epochs)
     t0 = time.perf_counter()
     mmae, r1 = train_autoencoder(splits.train, splits.val, cfg.autoencoder, seed=seed)
     out: dict[str, Any] = {"seed": seed, "mmae_best_epoch": int(r1.best_epoch[0]), "mmae_s": time.perf_counter() - t0}

@@ -20,22 +20,15 @@ from typing import Any
 
 import torch
 
-from seed_units import run_seeds, seed_parser
+from seed_units import protocol_setup, run_seeds, seed_parser
 
 
 def run_seed(data: str, seed: int, epochs: int | None = None) -> dict[str, Any]:
-    from mmguard.experiments.mmssl.config import MmsslRunConfig
     from mmguard.experiments.mmssl.diagnostics import latent_overlap
-    from mmguard.experiments.mmssl.experiment import load_splits, training_spec_of
     from mmguard.mmssl.pipeline import MmsslModels
     from mmguard.mmssl.stages import train_autoencoder, train_compute_block
 
-    cfg = MmsslRunConfig(data=data, ablations=[], severity_sweep=False)
-    if epochs is not None:  # a smoke test only
-        cfg = cfg.model_copy(update={"autoencoder": cfg.autoencoder.model_copy(update={"epochs": epochs}),
-                                     "compute": cfg.compute.model_copy(update={"epochs": epochs})})
-    splits = load_splits(cfg)
-    spec = training_spec_of(cfg, splits.train)
+    cfg, splits, spec = protocol_setup(data, epochs, epochs)  # epochs: a smoke test only
     t0 = time.perf_counter()
     mmae, _ = train_autoencoder(splits.train, splits.val, cfg.autoencoder, seed=seed)
     comp = train_compute_block(mmae, splits.train, splits.val, spec, cfg.compute, seed=seed, variants=("full",))

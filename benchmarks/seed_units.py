@@ -41,3 +41,18 @@ def seed_parser(doc: str | None, *, threads: int = 1) -> argparse.ArgumentParser
     ap.add_argument("--threads", type=int, default=threads)
     ap.add_argument("--out", type=Path, required=True)
     return ap
+
+
+def protocol_setup(data: str, ae_epochs: int | None = None, stage2_epochs: int | None = None):
+    """The MMSSL protocol's config (no ablations, no sweep, no run analyses; epochs overridable), its
+    splits and its training fault spec: ``(cfg, splits, spec)``."""
+    from mmguard.experiments.mmssl.config import MmsslRunConfig
+    from mmguard.experiments.mmssl.experiment import load_splits, training_spec_of
+
+    cfg = MmsslRunConfig(data=data, ablations=[], severity_sweep=False, analysis=False)
+    if ae_epochs is not None:
+        cfg = cfg.model_copy(update={"autoencoder": cfg.autoencoder.model_copy(update={"epochs": ae_epochs})})
+    if stage2_epochs is not None:
+        cfg = cfg.model_copy(update={"compute": cfg.compute.model_copy(update={"epochs": stage2_epochs})})
+    splits = load_splits(cfg)
+    return cfg, splits, training_spec_of(cfg, splits.train)
