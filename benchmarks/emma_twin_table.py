@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mmguard.eval.stats import mean_std
-from mmguard.experiments.downstream_eval import summarise
+from mmguard.experiments.downstream_eval import GROUPS, _mean_retention, summarise
 
 OPTIONS = ("oracle", "none", "peer")
 
@@ -64,24 +64,19 @@ def main() -> None:
                 c["downstream"] = {"target": c["downstream"][args.task]}
         guards[name] = per_seed
     table = summarise(["target"], seeds, origins, base_e, guards)["target"]
-    paired = {}
-    for group in table["retention"]:
-        for other in [g for g in guards if g != "emma"]:
-            own = [_retention(guards["emma"][s], base_e[s], origins, group) for s in seeds]
-            theirs = [_retention(guards[other][s], base_e[s], origins, group) for s in seeds]
-            diffs = [a - b for a, b in zip(own, theirs, strict=True)]
-            paired[f"{group}: emma - {other}"] = {"mean_std": mean_std(diffs),
-                                                  "seeds_emma_higher": sum(d > 0 for d in diffs)}
+    def diffs(these: dict[int, Any], those: dict[int, Any], group: str) -> dict[str, Any]:
+        d = [_retention(these[s], base_e[s], origins, group) - _retention(those[s], base_e[s], origins, group)
+             for s in seeds]
+        return {"mean_std": mean_std(d), "seeds_higher": sum(x > 0 for x in d)}
+
+    paired = {f"{group}: emma - {other}": diffs(guards["emma"], guards[other], group)
+              for group in table["retention"] for other in guards if other != "emma"}
     versus = None
     if args.versus is not None:
         if {s: u["base"] for s, u in units(args.versus, "downstream").items()} != base_e:
             sys.exit(f"error: {args.versus} has other downstream rows than {args.emma}; the runs cannot be paired")
         that = units(args.versus, "emma")
-        versus = {"run": str(args.versus)}
-        for group in table["retention"]:
-            diffs = [_retention(guards["emma"][s], base_e[s], origins, group)
-                     - _retention(that[s], base_e[s], origins, group) for s in seeds]
-            versus[group] = {"mean_std": mean_std(diffs), "seeds_higher": sum(d > 0 for d in diffs)}
+        versus = {"run": str(args.versus), **{g: diffs(guards["emma"], that, g) for g in table["retention"]}}
         f1 = [guards["emma"][s]["conditions"]["clean"]["prediction"]["f1"]
               - that[s]["conditions"]["clean"]["prediction"]["f1"] for s in seeds]
         versus["clean_f1"] = {"mean_std": mean_std(f1), "seeds_higher": sum(d > 0 for d in f1)}
@@ -100,16 +95,15 @@ def main() -> None:
     for group, rows in table["retention"].items():
         print(group, {o: f"{r['retention'][0]:.3f} ± {r['retention'][1]:.3f}" for o, r in rows.items()})
     for k, v in paired.items():
-        print(k, f"{v['mean_std'][0]:+.3f} ± {v['mean_std'][1]:.3f}", f"({v['seeds_emma_higher']}/{len(seeds)})")
+        print(k, f"{v['mean_std'][0]:+.3f} ± {v['mean_std'][1]:.3f}", f"({v['seeds_higher']}/{len(seeds)})")
     print(f"wrote {args.out}")
 
 
 def _retention(unit: dict[str, Any], base: dict[str, Any], origins: dict[str, str], group: str) -> float:
-    kinds = {"trained": "trained", "unseen": "unseen", "common_cause": "common_cause"}[group]
-    labels = [lbl for lbl, o in origins.items() if o == kinds and base[lbl]["target"]["oracle"]["quality"] > 0]
-    return sum(unit["conditions"][lbl]["downstream"]["target"]["quality"] / base[lbl]["target"]["oracle"]["quality"]
-               for lbl in labels) / len(labels)
-
+    """The bench's retention of one unit averaged over ``group``'s conditions (``_mean_retention``)."""
+    labels = [lbl for lbl, o in origins.items() if o in GROUPS[group]]
+    rows = {lbl: unit["conditions"][lbl]["downstream"]["target"] for lbl in labels}
+    return _mean_retention(rows, {lbl: base[lbl]["target"]["oracle"] for lbl in labels}, labels)
 
 if __name__ == "__main__":
     main()
