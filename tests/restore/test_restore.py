@@ -181,13 +181,37 @@ def test_warm_started_restorer_is_the_clean_autoencoder_before_training(splits) 
         assert not torch.allclose(before[n], ref[n], atol=1e-3)  # the copy, not a coincidence
 
 
-@pytest.mark.parametrize("update", [{"restoration": {"restorer_init": "detector", "detector": "unimodal"}},
-                                    {"restoration": {"restorer_init": "detector"}, "restorer": {"latent_dim": 9}}])
-def test_warm_start_refuses_an_incompatible_restorer(splits, update) -> None:
+@pytest.mark.parametrize(("update", "names"), [
+    ({"restoration": {"restorer_init": "detector", "detector": "unimodal"}}, "detector 'joint'"),
+    ({"restoration": {"restorer_init": "detector"}, "restorer": {"latent_dim": 9}}, "differ in latent_dim"),
+    ({"restoration": {"restorer_init": "detector"}, "detector": {"image_channels": [8, 16]}}, "image_channels")])
+def test_an_incompatible_warm_start_is_refused_when_the_config_is_read(update, names) -> None:
+    """The config error comes at ``create_guard`` (CLI: before any training), naming the field."""
     from mmguard.errors import SpecError
-    from mmguard.restore.guard import warm_start
 
-    g = create_guard("restore", update)
+    with pytest.raises(SpecError, match=f"restorer_init.*{names}"):
+        create_guard("restore", update)
+
+
+def test_warm_start_compatibility_covers_every_architecture_field() -> None:
+    """Every AutoencoderConfig field either shapes the network (compared) or schedules training."""
+    from mmguard.mmssl.config import AutoencoderConfig
+    from mmguard.restore.guard import ARCHITECTURE
+
+    schedule = {"epochs", "batch_size", "lr", "patience"}
+    assert set(ARCHITECTURE) | schedule == set(AutoencoderConfig.model_fields)
+    assert not set(ARCHITECTURE) & schedule
+    create_guard("restore", {"restoration": {"restorer_init": "detector"}, "restorer": {"epochs": 3, "lr": 0.01}})
+
+
+def test_warm_start_itself_refuses_an_incompatible_model(splits) -> None:
+    """Defence in depth for models built without a validated config (``model_construct``)."""
+    from mmguard.errors import SpecError
+    from mmguard.restore.guard import RestoreConfig, warm_start
+
+    g = create_guard("restore")
+    g.config = RestoreConfig.model_construct(**{**dict(g.config), "restorer": g.config.restorer.model_copy(
+        update={"latent_dim": 9})})
     g.specs = splits.train.specs
     with pytest.raises(SpecError, match="restorer_init"):
         warm_start(g._build_model({}))

@@ -45,7 +45,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from mmguard.baselines.common import CHUNK, fit_module, init_module, inputs, member, mse, train_summary
@@ -59,6 +59,10 @@ from mmguard.mmssl.losses import reconstruction_loss
 from mmguard.mmssl.stages import summary, train_autoencoder
 from mmguard.restore.torch_model import DetectRestore, DetectRestorePath
 from mmguard.train.loop import Batch
+
+#: the :class:`AutoencoderConfig` fields that shape the network (the others schedule its training)
+ARCHITECTURE = ("image_encoder", "image_channels", "image_hidden", "image_code", "sensor_encoder", "sensor_hidden",
+                "sensor_code", "latent_dim")
 
 
 class RestorationConfig(BaseModel):
@@ -98,6 +102,20 @@ class RestoreConfig(GuardConfig):
     restoration: RestorationConfig = Field(default_factory=RestorationConfig)
     train_faults: dict[str, Any] | None = None
     calibrate_over: Literal["samples", "groups", "auto"] = "auto"
+
+    @model_validator(mode="after")
+    def _warm_start_compatible(self) -> RestoreConfig:
+        """``restorer_init: detector`` copies the MMAE into the restorer: refuse, when the config is read
+        (not after the detector's training), a detector that is not the MMAE or a restorer of another shape."""
+        if self.restoration.restorer_init != "detector":
+            return self
+        if self.restoration.detector != "joint":
+            raise ValueError("restoration.restorer_init 'detector' needs restoration.detector 'joint' (the MMAE)")
+        differ = [k for k in ARCHITECTURE if getattr(self.detector, k) != getattr(self.restorer, k)]
+        if differ:
+            raise ValueError(f"restoration.restorer_init 'detector' needs the restorer's architecture to equal the "
+                             f"detector's; they differ in {', '.join(differ)}")
+        return self
 
 
 def flagged_loss(out: dict[str, torch.Tensor], clean: dict[str, torch.Tensor], flags: torch.Tensor,
