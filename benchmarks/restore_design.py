@@ -19,25 +19,51 @@ from design_common import design_args, validation_setup, write_variants
 from mmguard.eval.guard_eval import evaluate_guard
 from mmguard.guard import create_guard
 
+#: every variant spells out the restorer's shape and the decoder skip, so a variant means today what it
+#: meant when it was measured, whatever the guard's defaults (the defaults changed to skip + wide after
+#: the ``-skip`` variants below; docs/restore.md)
+MMAE_SHAPED = {"sensor_hidden": 128, "sensor_code": 32}
+WIDE = {"sensor_hidden": 256, "sensor_code": 64}
+TORCH_EPS = 1e-8  # Adam's epsilon of every variant measured before ``restorer_adam_eps`` existed
+
+
+def first(restoration: dict | None = None, restorer: dict | None = None) -> dict:
+    """A variant of the first design: no decoder skip, the restorer shaped as the MMAE."""
+    return {"restoration": {"skip": False, "restorer_adam_eps": TORCH_EPS, **(restoration or {})},
+            "restorer": {**MMAE_SHAPED, **(restorer or {})}}
+
+
 VARIANTS: dict[str, tuple[str, dict]] = {
-    "unimodal-keep": ("restore", {"restoration": {"detector": "unimodal", "flagged_input": "keep",
-                                                  "classifier": False}}),
-    "joint-keep": ("restore", {"restoration": {"detector": "joint", "flagged_input": "keep", "classifier": False}}),
-    "unimodal-drop": ("restore", {"restoration": {"detector": "unimodal", "flagged_input": "drop",
-                                                  "classifier": False}}),
-    "unimodal-keep-no-extra-flags": ("restore", {"restoration": {"detector": "unimodal", "flagged_input": "keep",
-                                                                 "extra_flag_rate": 0.0, "classifier": False}}),
-    "unimodal-keep-classifier": ("restore", {"restoration": {"detector": "unimodal", "classifier": True}}),
-    "joint-keep-classifier": ("restore", {"restoration": {"detector": "joint", "classifier": True}}),
-    "joint-keep-classifier-val-scales": ("restore", {"restoration": {"detector": "joint", "classifier": True,
-                                                                     "scales_on": "validation"}}),
+    "unimodal-keep": ("restore", first({"detector": "unimodal", "flagged_input": "keep", "classifier": False})),
+    "joint-keep": ("restore", first({"detector": "joint", "flagged_input": "keep", "classifier": False})),
+    "unimodal-drop": ("restore", first({"detector": "unimodal", "flagged_input": "drop", "classifier": False})),
+    "unimodal-keep-no-extra-flags": ("restore", first({"detector": "unimodal", "flagged_input": "keep",
+                                                       "extra_flag_rate": 0.0, "classifier": False})),
+    "unimodal-keep-classifier": ("restore", first({"detector": "unimodal", "classifier": True})),
+    "joint-keep-classifier": ("restore", first({"detector": "joint", "classifier": True})),
+    "joint-keep-classifier-val-scales": ("restore", first({"detector": "joint", "classifier": True,
+                                                           "scales_on": "validation"})),
     # the restorer itself (restoration is the limit: docs/restore.md), on the default detector
-    "joint-classifier-warm": ("restore", {"restoration": {"restorer_init": "detector"}}),
-    "joint-classifier-latent128": ("restore", {"restorer": {"latent_dim": 128}}),
-    "joint-classifier-long": ("restore", {"restorer": {"epochs": 60, "patience": 12}}),
-    "joint-classifier-warm-long": ("restore", {"restoration": {"restorer_init": "detector"},
-                                               "restorer": {"epochs": 60, "patience": 12}}),
+    "joint-classifier-warm": ("restore", first({"restorer_init": "detector"})),
+    "joint-classifier-latent128": ("restore", first(restorer={"latent_dim": 128})),
+    "joint-classifier-long": ("restore", first(restorer={"epochs": 60, "patience": 12})),
+    "joint-classifier-warm-long": ("restore", first({"restorer_init": "detector"},
+                                                    {"epochs": 60, "patience": 12})),
+    # a skip past the bottleneck for the kinematics (the restorer's kinematic error is the limit), and
+    # the kinematic path's width with and without it; "joint-classifier-skip-wide" is the default now
+    "joint-classifier-skip": ("restore", first({"skip": True})),
+    "joint-classifier-skip-long": ("restore", first({"skip": True}, {"epochs": 60, "patience": 12})),
+    "joint-classifier-wide": ("restore", first(restorer=WIDE)),
+    "joint-classifier-skip-wide": ("restore", {"restoration": {"skip": True, "restorer_adam_eps": TORCH_EPS},
+                                               "restorer": WIDE}),
+    "joint-classifier-skip-wide-long": ("restore", {"restoration": {"skip": True, "restorer_adam_eps": TORCH_EPS},
+                                                    "restorer": {**WIDE, "epochs": 60, "patience": 12}}),
+    # the default: skip + wide with Adam's epsilon at 1e-6 (a numerical fix, docs/restore.md)
+    "joint-classifier-skip-wide-eps6": ("restore", {"restoration": {"skip": True, "restorer_adam_eps": 1e-6},
+                                                    "restorer": WIDE}),
     "dae": ("dae", {}),  # the reference to beat, on the same validation batches
+    # the reference made as wide as the restorer's kinematic path (a fair baseline for the wide variants)
+    "dae-wide": ("dae", {"autoencoder": WIDE}),
 }
 
 

@@ -23,7 +23,10 @@ f ∈ {0, 1}^M the flags (1 = modality m is taken as faulty).
   *and the flags*, z = W [relu(E_1(x̃_1)), …, relu(E_M(x̃_M)), f] + b, and per-modality decoders
   (the MMAE's). Knowing which modality is faulty, R can rebuild it from the healthy ones (and from
   what is left of it, ``flagged_input = "keep"``; or from the others only, ``"drop"``, where a
-  flagged modality's input is replaced by zeros = the training mean).
+  flagged modality's input is replaced by zeros = the training mean). With ``skip``, the decoder of a
+  vector modality reads [z, x̃_m] instead of z (a skip past the bottleneck): per channel, it can
+  return what is left of x̃_m (the healthy half of a half-lost modality, an offset reading less the
+  offset) without squeezing it through the fused latent; images keep the plain decoder.
 * **Gate** (exact bypass per modality): y_m = R(x̃, f)_m where f_m = 1, else x̃_m bit for bit.
 """
 
@@ -36,32 +39,39 @@ import torch
 from torch import nn
 
 from mmguard.baselines.common import code_size, keep_where, modality_decoder, modality_encoder, residuals
-from mmguard.data.model import ModalitySpec
-from mmguard.mmssl.autoencoder import MultimodalAutoencoder
+from mmguard.data.model import ModalityKind, ModalitySpec
+from mmguard.mmssl.autoencoder import MultimodalAutoencoder, VectorDecoder
 from mmguard.mmssl.config import AutoencoderConfig
 
 
 class FlagConditionedAutoencoder(nn.Module):
     """R(x̃, f): the MMAE's encoders and decoders around a fusion layer that also reads the flags."""
 
-    def __init__(self, specs: Sequence[ModalitySpec], cfg: AutoencoderConfig, *, drop_flagged: bool) -> None:
+    def __init__(self, specs: Sequence[ModalitySpec], cfg: AutoencoderConfig, *, drop_flagged: bool,
+                 skip: bool = False) -> None:
         super().__init__()
         self.names = tuple(s.name for s in specs)
         self.drop_flagged = drop_flagged
+        #: the vector modalities whose decoder reads [z, x̃_m] (``skip``)
+        self.skipped = frozenset(s.name for s in specs if skip and s.kind == ModalityKind.VECTOR)
         self.encoders = nn.ModuleDict({s.name: modality_encoder(s, cfg) for s in specs})
         self.fusion = nn.Linear(sum(code_size(s, cfg) for s in specs) + len(specs), cfg.latent_dim)
-        self.decoders = nn.ModuleDict({s.name: modality_decoder(s, cfg, cfg.latent_dim) for s in specs})
+        self.decoders = nn.ModuleDict({
+            s.name: VectorDecoder(cfg.latent_dim + s.size, cfg.sensor_hidden, s.size) if s.name in self.skipped
+            else modality_decoder(s, cfg, cfg.latent_dim) for s in specs})
 
     def forward(self, xs: Mapping[str, torch.Tensor], flags: torch.Tensor) -> dict[str, torch.Tensor]:
         """All M modalities rebuilt (N, *shape); ``flags`` (N, M) float in {0, 1}."""
-        codes = []
+        seen = {}
         for m, n in enumerate(self.names):
             x = xs[n]
             if self.drop_flagged:
                 x = x * (1.0 - flags[:, m]).reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
-            codes.append(torch.relu(self.encoders[n](x)))
+            seen[n] = x
+        codes = [torch.relu(self.encoders[n](seen[n])) for n in self.names]
         z = self.fusion(torch.cat([*codes, flags.to(codes[0].dtype)], 1))
-        return {n: self.decoders[n](z) for n in self.names}
+        return {n: self.decoders[n](torch.cat([z, seen[n].to(z.dtype)], 1) if n in self.skipped else z)
+                for n in self.names}
 
 
 class UnimodalAutoencoders(nn.Module):
@@ -101,15 +111,15 @@ class DetectRestore(nn.Module):
     """Detector (a clean autoencoder) and restorer, with the per-modality exact-bypass gate."""
 
     def __init__(self, specs: Sequence[ModalitySpec], detector: AutoencoderConfig, restorer: AutoencoderConfig,
-                 *, drop_flagged: bool, detector_kind: str = "joint", classifier_hidden: int | None = None
-                 ) -> None:
+                 *, drop_flagged: bool, detector_kind: str = "joint", classifier_hidden: int | None = None,
+                 skip: bool = False) -> None:
         super().__init__()
         self.names = tuple(s.name for s in specs)
         self.detector = build_detector(specs, detector, detector_kind)
         self.classifier = FaultClassifier(specs, detector, classifier_hidden) if classifier_hidden else None
         # q^r and q^c of the module docstring (set after training; ones until then)
         self.register_buffer("scales", torch.ones(2, len(self.names)))
-        self.restorer = FlagConditionedAutoencoder(specs, restorer, drop_flagged=drop_flagged)
+        self.restorer = FlagConditionedAutoencoder(specs, restorer, drop_flagged=drop_flagged, skip=skip)
 
     def parts(self, xs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(N, M) residuals r, or (N, 2, M) residuals and softplus(C) with a classifier; unscaled."""
